@@ -1,0 +1,3 @@
+from aq.cli.main import main
+
+main()

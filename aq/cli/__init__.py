@@ -1,0 +1,1 @@
+"""aq's command line: parse arguments, call operations, format results. Nothing else."""

@@ -1,0 +1,38 @@
+"""Printing results: aligned tables for people, JSON for scripts."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import click
+
+
+def iso(when: datetime | None) -> str | None:
+    """A stored (naive UTC) time as ISO 8601 with a Z, for JSON."""
+    return None if when is None else when.isoformat(timespec="microseconds") + "Z"
+
+
+def print_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=False))
+
+
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """Columns padded to their widest cell; the last column is not padded."""
+    cells = [[str(h) for h in headers]] + [["-" if c is None else str(c) for c in r] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    for row in cells:
+        line = "  ".join(c.ljust(w) for c, w in zip(row[:-1], widths[:-1], strict=True))
+        click.echo(f"{line}  {row[-1]}".rstrip() if len(row) > 1 else row[0])
+
+
+def note(message: str) -> None:
+    """A message for people, on stderr, so stdout stays clean for scripts."""
+    click.echo(message, err=True)
+
+
+def stderr_is_terminal() -> bool:
+    return sys.stderr.isatty()

@@ -1,0 +1,186 @@
+"""VM commands that work on the store: new, ls, status, rm, history."""
+
+from __future__ import annotations
+
+import click
+
+from aq.cli.output import iso, note, print_json, print_table
+from aq.cli.render import VM_HEADERS, forward_text, vm_dict, vm_row
+
+
+def _memory(_ctx, _param, value: str) -> int:
+    from aq.units import parse_size
+
+    return parse_size(value, default_unit="m") >> 20
+
+
+def _size(_ctx, _param, value: str | None) -> int | None:
+    from aq.units import parse_size
+
+    return None if value is None else parse_size(value, default_unit="g")
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+
+
+@click.command("new")
+@click.argument("name", required=False)
+@click.option("--cpus", type=click.IntRange(1, 64), default=2, show_default=True)
+@click.option("--memory", default="1G", show_default=True, callback=_memory, help="RAM, e.g. 512M.")
+@click.option(
+    "--disk-size", callback=_size, help="Virtual disk size, e.g. 8G (default: the base's)."
+)
+@click.option(
+    "-p",
+    "--publish",
+    "ports",
+    multiple=True,
+    metavar="[ADDR:]HOST:GUEST[/udp]",
+    help="Forward a host port to the guest; GUEST alone lets aq pick the host port.",
+)
+@json_option
+def new(name, cpus, memory, disk_size, ports, as_json) -> None:
+    """Create a VM (a copy-on-write overlay on the Alpine base) without starting it.
+
+    With no NAME, aq picks a readable random one. Each VM gets its own MAC address
+    and an SSH port on 127.0.0.1.
+
+    \b
+    aq new guest-1 -p 8080:80 --disk-size 8G
+    """
+    from aq import vm
+    from aq.images.base import current_base
+    from aq.names import validate_name
+    from aq.netspec import parse_forward
+
+    if name is not None:
+        validate_name(name)
+    spec = vm.NewVm(
+        name=name,
+        cpus=cpus,
+        memory_mib=memory,
+        disk_size=disk_size,
+        forwards=[parse_forward(p) for p in ports],
+    )
+    created = vm.create(spec, current_base())
+    if as_json:
+        print_json(vm_dict(created))
+    else:
+        click.echo(created.name)
+
+
+@click.command("ls")
+@json_option
+def ls(as_json: bool) -> None:
+    """List VMs (removed ones are in `aq history`).
+
+    \b
+    aq ls --json | jq -r '.[] | select(.state == "running") | .name'
+    """
+    from aq import vm
+
+    vms = vm.list_vms()
+    if as_json:
+        print_json([vm_dict(v) for v in vms])
+    else:
+        print_table(VM_HEADERS, [vm_row(v) for v in vms])
+
+
+@click.command("status")
+@click.argument("name")
+@json_option
+def status(name: str, as_json: bool) -> None:
+    """Show one VM: state, ports, MAC, disk use and backing chain.
+
+    \b
+    aq status guest-1 --json
+    """
+    from aq import vm
+    from aq.units import format_size
+
+    found = vm.get(name)
+    data = vm_dict(found)
+    data["disk_used"] = vm.disk_usage(found)
+    data["backing_chain"] = vm.backing_chain(found)
+    if as_json:
+        print_json(data)
+        return
+    rows = [
+        ("name", found.name),
+        ("state", found.state),
+        ("pid", found.pid or "-"),
+        ("cpus", found.cpus),
+        ("memory", format_size(found.memory_mib << 20)),
+        ("mac", found.mac),
+        ("ports", ", ".join(forward_text(f) for f in found.forwards)),
+        ("disk", f"{format_size(data['disk_used'])} used of {format_size(found.disk_size)}"),
+        ("backing", " <- ".join(data["backing_chain"])),
+        ("created", data["created_at"]),
+    ]
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        click.echo(f"{key.ljust(width)}  {value}")
+
+
+@click.command("rm")
+@click.argument("name")
+@click.option("--force", is_flag=True, help="Remove even if it is running (it is stopped first).")
+def rm(name: str, force: bool) -> None:
+    """Remove a VM and its disk. Its history stays in `aq history`.
+
+    \b
+    aq rm guest-1
+    """
+    from aq import vm
+
+    vm.remove(name, force=force)
+    note(f"removed {name}")
+
+
+@click.command("history")
+@click.argument("name", required=False)
+@json_option
+def history(name: str | None, as_json: bool) -> None:
+    """Show VM state transitions, oldest first (all VMs, removed ones included).
+
+    \b
+    aq history guest-1
+    """
+    from aq import vm
+
+    rows = vm.history(name)
+    if as_json:
+        print_json(
+            [
+                {
+                    "vm": row.name,
+                    "vm_id": row.vm_id,
+                    "event": row.event.event,
+                    "from_state": row.event.from_state,
+                    "to_state": row.event.to_state,
+                    "at": iso(row.event.at),
+                    "pid": row.event.pid,
+                    "detail": row.event.detail,
+                }
+                for row in rows
+            ]
+        )
+        return
+    print_table(
+        ["TIME (UTC)", "VM", "EVENT", "FROM", "TO", "PID", "DETAIL"],
+        [
+            [
+                row.event.at.isoformat(sep=" ", timespec="milliseconds"),
+                row.name,
+                row.event.event,
+                row.event.from_state or "-",
+                row.event.to_state,
+                row.event.pid,
+                row.event.detail or "",
+            ]
+            for row in rows
+        ],
+    )
+
+
+COMMANDS = [new, ls, status, rm, history]

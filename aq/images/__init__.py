@@ -1,0 +1,1 @@
+"""Alpine images: release discovery, verified download, base install, the catalog."""

@@ -1,0 +1,133 @@
+"""Every name aq gives to something on disk, in one place.
+
+AQ_HOME overrides the data directory; otherwise it follows the platform's convention
+(~/Library/Application Support/aq on macOS, $XDG_DATA_HOME/aq or ~/.local/share/aq on
+Linux). Every directory aq makes is private to its owner (0700).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+DB_NAME = "aq.db"
+# Unix socket paths are limited to 104 bytes on macOS and 108 on Linux.
+MAX_SOCKET_PATH = 100
+
+
+def home() -> Path:
+    """The data directory: $AQ_HOME, else the platform's user data directory."""
+    override = os.environ.get("AQ_HOME")
+    if override:
+        return Path(override).expanduser().absolute()
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("aq", appauthor=False))
+
+
+def make_private_dir(path: Path) -> Path:
+    """Create `path` (and parents) readable by the owner only; return it."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if path.stat().st_mode & 0o077:
+        path.chmod(0o700)
+    return path
+
+
+def db_path() -> Path:
+    return home() / DB_NAME
+
+
+def migration_lock() -> Path:
+    return home() / "aq.db.migrate.lock"
+
+
+def vms_dir() -> Path:
+    return home() / "vms"
+
+
+def images_dir() -> Path:
+    return home() / "images"
+
+
+def keys_dir() -> Path:
+    return home() / "keys"
+
+
+@dataclass(frozen=True)
+class VmFiles:
+    """The files of one VM, all inside its own folder."""
+
+    root: Path
+
+    @property
+    def disk(self) -> Path:
+        return self.root / "disk.qcow2"
+
+    @property
+    def pidfile(self) -> Path:
+        return self.root / "qemu.pid"
+
+    @property
+    def qmp(self) -> Path:
+        return self.root / "qmp.sock"
+
+    @property
+    def console(self) -> Path:
+        return self.root / "console.sock"
+
+    @property
+    def console_log(self) -> Path:
+        return self.root / "console.log"
+
+    @property
+    def console_lock(self) -> Path:
+        return self.root / "console.lock"
+
+    @property
+    def cmdline(self) -> Path:
+        """The QEMU command line of the last start, kept for diagnosis."""
+        return self.root / "qemu.cmdline"
+
+    @property
+    def stderr(self) -> Path:
+        """QEMU's own stderr of the last start, kept for diagnosis."""
+        return self.root / "qemu.stderr"
+
+    @property
+    def known_hosts(self) -> Path:
+        return self.root / "known_hosts"
+
+    def exec_socket(self, slot: int, stream: str) -> Path:
+        """One of the command channel's sockets: slot N, stream ctl/out/err."""
+        return self.root / f"exec{slot}.{stream}.sock"
+
+    def exec_lock(self, slot: int) -> Path:
+        return self.root / f"exec{slot}.lock"
+
+
+def vm_files(name: str) -> VmFiles:
+    return VmFiles(vms_dir() / name)
+
+
+def short_socket_path(path: Path) -> str:
+    """A path to `path` short enough for a unix socket address.
+
+    Long data directories (macOS's "Application Support", deep AQ_HOMEs) can push socket
+    paths past the kernel's limit; a private symlink to the socket's folder in the temp
+    directory keeps the address short while the socket itself stays in the VM's folder.
+    """
+    text = str(path)
+    if len(text.encode()) <= MAX_SOCKET_PATH:
+        return text
+    digest = hashlib.sha256(str(path.parent).encode()).hexdigest()[:16]
+    links = make_private_dir(Path(tempfile.gettempdir()) / f"aq-{os.getuid()}")
+    link = links / digest
+    if not link.is_symlink() or os.readlink(link) != str(path.parent):
+        tmp = links / f".{digest}.{os.getpid()}"
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(path.parent)
+        tmp.replace(link)
+    return str(link / path.name)

@@ -1,0 +1,1 @@
+"""Everything that talks to QEMU: qemu-img, the command line, the process, QMP."""

@@ -1,0 +1,1 @@
+"""aq's SQLite store: models, engine and sessions, migrations."""

@@ -1,0 +1,33 @@
+"""Helpers for benchmarks: side-by-side timing, medians, a ratio line."""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+
+
+def time_command(argv: Sequence[str], env: dict | None = None) -> float:
+    start = time.perf_counter()
+    subprocess.run(argv, env=env, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def interleaved(runs: int, *tasks: Callable[[], float]) -> list[list[float]]:
+    """Run the tasks alternately `runs` times, so machine noise hits them alike."""
+    samples: list[list[float]] = [[] for _ in tasks]
+    for _ in range(runs):
+        for i, task in enumerate(tasks):
+            samples[i].append(task())
+    return samples
+
+
+def report(name: str, ours: list[float], reference: list[float], target: float, ref_name: str):
+    """Print medians and the ratio; return whether the target is met."""
+    a, b = statistics.median(ours), statistics.median(reference)
+    ratio = a / b
+    verdict = "OK" if ratio <= target else "OVER TARGET"
+    print(f"{name}: median {a:.3f}s  |  {ref_name}: median {b:.3f}s")
+    print(f"ratio {ratio:.2f} (target <= {target})  {verdict}")
+    return ratio <= target

@@ -1,0 +1,1 @@
+"""aq's Alembic migrations; shipped inside the wheel as aq.migrations."""

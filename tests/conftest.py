@@ -1,0 +1,92 @@
+"""Shared fixtures: a private AQ_HOME per test, a stand-in base disk, running aq."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from aq import host, paths
+from aq.images import catalog
+from aq.qemu import img
+from aq.store.db import writing
+from aq.store.models import Image
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def aq_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh, empty aq home for this test."""
+    home = tmp_path / "aq-home"
+    monkeypatch.setenv("AQ_HOME", str(home))
+    return home
+
+
+def register_blank_base(size: int = 1 << 30, version: str = "3.23.6") -> Image:
+    """A blank qcow2 recorded as the installed base: enough for store-level tests."""
+    folder = paths.make_private_dir(paths.images_dir())
+    path = folder / f"base-{version}-{host.guest_arch()}.qcow2"
+    img.create_blank(path, size)
+    with writing() as session:
+        return catalog.register(
+            session,
+            kind="base",
+            path=path,
+            fmt="qcow2",
+            version=version,
+            arch=host.guest_arch(),
+            size=path.stat().st_size,
+            disk_size=size,
+        )
+
+
+@pytest.fixture
+def base_image(aq_home: Path) -> Image:
+    return register_blank_base()
+
+
+@dataclass
+class Result:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def aq(aq_home: Path):
+    """Run aq in-process, like a user would from a shell: aq("new", "x")."""
+    from aq.cli.main import cli
+
+    def run(*args: str, input: str | None = None) -> Result:
+        runner = CliRunner()
+        result = runner.invoke(cli, list(args), input=input, catch_exceptions=False)
+        return Result(result.exit_code, result.stdout, result.stderr)
+
+    return run
+
+
+def aq_process(*args: str, env: dict | None = None, **kwargs) -> subprocess.Popen:
+    """Start aq as a real subprocess (for races between processes)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "aq", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+        cwd=REPO,
+        **kwargs,
+    )
+
+
+@pytest.fixture
+def no_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Make any attempt to reach a mirror fail loudly."""
+    monkeypatch.setenv("AQ_MIRROR", "http://127.0.0.1:9/unreachable")
+    yield
