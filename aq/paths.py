@@ -97,6 +97,16 @@ class VmFiles:
         return self.root / "qemu.stderr"
 
     @property
+    def fw_boot(self) -> Path:
+        """The per-VM boot script handed to the guest through fw_cfg."""
+        return self.root / "guest-boot.sh"
+
+    @property
+    def fw_agent(self) -> Path:
+        """The command-channel agent handed to the guest through fw_cfg."""
+        return self.root / "guest-agent.sh"
+
+    @property
     def known_hosts(self) -> Path:
         return self.root / "known_hosts"
 

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from aq import alloc, lifecycle, paths
-from aq.errors import Conflict, InvalidInput, NotFound, WrongState
+from aq.errors import AqError, Conflict, InvalidInput, NotFound, WrongState
 from aq.images import catalog
 from aq.lifecycle import State
 from aq.names import random_name, validate_name
@@ -58,12 +58,19 @@ def find(session: Session, name: str) -> Vm:
 
 
 def get(name: str) -> Vm:
+    """The VM called `name`, its record first made true (aq.reconcile)."""
+    from aq.reconcile import reconcile
+
+    reconcile(name)
     with reading() as session:
         return find(session, name)
 
 
 def list_vms() -> list[Vm]:
-    """Every VM that is not removed, oldest first."""
+    """Every VM that is not removed, oldest first, records first made true."""
+    from aq.reconcile import reconcile
+
+    reconcile()
     with reading() as session:
         query = (
             select(Vm)
@@ -74,7 +81,12 @@ def list_vms() -> list[Vm]:
         return list(session.scalars(query))
 
 
-def _check_resources(spec: NewVm) -> None:
+def check_spec(spec: NewVm) -> None:
+    """Refuse a malformed request before any slow work (download, install) starts."""
+    if spec.name is not None:
+        validate_name(spec.name)
+        with reading() as session:
+            _check_name_free(session, spec.name)
     if not 1 <= spec.cpus <= 64:
         raise InvalidInput(f"invalid CPU count {spec.cpus}: use 1-64")
     if not 64 <= spec.memory_mib <= 1024 * 1024:
@@ -87,6 +99,14 @@ def _check_resources(spec: NewVm) -> None:
         if key in seen:
             raise InvalidInput(f"host port {fwd.host_port}/{fwd.protocol} is given twice")
         seen.add(key)
+
+
+def _check_name_free(session: Session, name: str) -> None:
+    if session.scalars(_live_query(name)).first() is not None:
+        raise Conflict(
+            f"a VM named '{name}' already exists",
+            hint=f"choose another name, or remove it with `aq rm {name}`",
+        )
 
 
 def _unique_random_name(session: Session) -> str:
@@ -170,9 +190,7 @@ def create(spec: NewVm, base: Image) -> Vm:
     concurrent creators never collide; if anything fails, the VM's folder is removed and
     nothing is recorded.
     """
-    if spec.name is not None:
-        validate_name(spec.name)
-    _check_resources(spec)
+    check_spec(spec)
     disk_size = _disk_size(spec, base)
     folder: Path | None = None
     try:
@@ -181,11 +199,12 @@ def create(spec: NewVm, base: Image) -> Vm:
                 name = _unique_random_name(session)
             else:
                 name = spec.name
-                if session.scalars(_live_query(name)).first() is not None:
-                    raise Conflict(
-                        f"a VM named '{name}' already exists",
-                        hint=f"choose another name, or remove it with `aq rm {name}`",
-                    )
+                _check_name_free(session, name)
+            if session.get(Image, base.id) is None or not Path(base.path).exists():
+                raise AqError(
+                    f"the base image {base.path} was removed meanwhile",
+                    hint="run the command again to make a new one",
+                )
             files = paths.vm_files(name)
             paths.make_private_dir(paths.vms_dir())
             _discard_orphan(files.root)
@@ -216,12 +235,23 @@ def create(spec: NewVm, base: Image) -> Vm:
 
 
 def remove(name: str, force: bool = False) -> Vm:
-    """Record the VM as removed, then delete its files. Running VMs need `force`.
+    """Record the VM as removed, then delete its files. Running VMs need `force`,
+    which stops them first.
 
     The store is the truth: once the VM is recorded as removed nothing uses its folder,
     so a folder left behind by a crash right after is harmless and cleared by the next
     `aq new` of that name.
     """
+    from aq.reconcile import reconcile
+
+    reconcile(name)
+    if force:
+        with reading() as session:
+            state = find(session, name).state
+        if state in (State.BOOTING, State.RUNNING):
+            from aq.power import stop
+
+            stop(name, force=True)
     with writing() as session:
         vm = find(session, name)
         if vm.state not in (State.CREATED, State.STOPPED):
@@ -270,3 +300,28 @@ def backing_chain(vm: Vm) -> list[str]:
     with reading() as session:
         base = session.get(Image, vm.base_image_id) if vm.base_image_id else None
         return [vm.disk_path, *(image.path for image in catalog.chain(base))]
+
+
+def record_host_key(name: str, host_key: str) -> None:
+    """Keep the guest's SSH host key in the store (aq ssh checks against it)."""
+    with writing() as session:
+        vm = find(session, name)
+        vm.ssh_host_key = host_key
+
+
+def uptime(vm: Vm) -> float | None:
+    """Seconds since this VM's QEMU started, while it runs."""
+    import time
+
+    if vm.pid_started is None or vm.state not in (State.BOOTING, State.RUNNING, State.STOPPING):
+        return None
+    return max(0.0, time.time() - vm.pid_started)
+
+
+def guest_status(vm: Vm) -> str | None:
+    """QEMU's view of the guest ('running', 'guest-panicked', ...) for a running VM."""
+    if vm.state != State.RUNNING:
+        return None
+    from aq.qemu.monitor import query_status
+
+    return query_status(paths.vm_files(vm.name).qmp)

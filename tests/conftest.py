@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +25,8 @@ def aq_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fresh, empty aq home for this test."""
     home = tmp_path / "aq-home"
     monkeypatch.setenv("AQ_HOME", str(home))
+    # Nothing reaches a real mirror unless a test serves one (connection refused at once).
+    monkeypatch.setenv("AQ_MIRROR", "http://127.0.0.1:9/alpine")
     return home
 
 
@@ -83,10 +84,3 @@ def aq_process(*args: str, env: dict | None = None, **kwargs) -> subprocess.Pope
         cwd=REPO,
         **kwargs,
     )
-
-
-@pytest.fixture
-def no_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Make any attempt to reach a mirror fail loudly."""
-    monkeypatch.setenv("AQ_MIRROR", "http://127.0.0.1:9/unreachable")
-    yield

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from pathlib import Path
 
@@ -148,11 +149,13 @@ def test_removed_name_can_be_reused_and_history_shows_both(aq, base_image) -> No
 
 def test_rm_refuses_running_without_force(aq, base_image) -> None:
     from aq import lifecycle, vm
+    from aq.qemu import process
     from aq.store.db import writing
 
     made = vm.get(json.loads(aq("new", "busy", "--json").stdout)["name"])
-    with writing() as session:
-        lifecycle.transition(session, made.id, "start")
+    me = process.identity(os.getpid())
+    with writing() as session:  # booting, driven by this (live) process
+        lifecycle.transition(session, made.id, "start", owner_pid=me.pid, owner_started=me.started)
     result = aq("rm", "busy")
     assert result.exit_code == 5
     assert "booting" in result.stderr and "--force" in result.stderr

@@ -63,9 +63,9 @@ def cli(debug: bool) -> None:
 
 
 def _register() -> None:
-    from aq.cli import info, vms
+    from aq.cli import access, configure, images, info, power, vms
 
-    for module in (vms, info):
+    for module in (vms, power, access, images, configure, info):
         for command in module.COMMANDS:
             cli.add_command(command)
 

@@ -49,12 +49,10 @@ def new(name, cpus, memory, disk_size, ports, as_json) -> None:
     aq new guest-1 -p 8080:80 --disk-size 8G
     """
     from aq import vm
-    from aq.images.base import current_base
-    from aq.names import validate_name
+    from aq.images.base import ensure_base
     from aq.netspec import parse_forward
+    from aq.progress import Progress
 
-    if name is not None:
-        validate_name(name)
     spec = vm.NewVm(
         name=name,
         cpus=cpus,
@@ -62,7 +60,8 @@ def new(name, cpus, memory, disk_size, ports, as_json) -> None:
         disk_size=disk_size,
         forwards=[parse_forward(p) for p in ports],
     )
-    created = vm.create(spec, current_base())
+    vm.check_spec(spec)
+    created = vm.create(spec, ensure_base(Progress()))
     if as_json:
         print_json(vm_dict(created))
     else:
@@ -102,13 +101,25 @@ def status(name: str, as_json: bool) -> None:
     data = vm_dict(found)
     data["disk_used"] = vm.disk_usage(found)
     data["backing_chain"] = vm.backing_chain(found)
+    data["uptime_s"] = vm.uptime(found)
+    data["accel"] = found.accel
+    data["guest"] = vm.guest_status(found)
+    data["ssh_host_key"] = found.ssh_host_key
     if as_json:
         print_json(data)
         return
+    state = found.state
+    if data["guest"] == "guest-panicked":
+        state += " (guest kernel panicked; see `aq console` or the serial log)"
+    elif data["guest"] not in (None, "running"):
+        state += f" (QEMU: {data['guest']})"
+    uptime = data["uptime_s"]
     rows = [
         ("name", found.name),
-        ("state", found.state),
+        ("state", state),
         ("pid", found.pid or "-"),
+        ("uptime", "-" if uptime is None else _duration(uptime)),
+        ("accel", found.accel or "-"),
         ("cpus", found.cpus),
         ("memory", format_size(found.memory_mib << 20)),
         ("mac", found.mac),
@@ -120,6 +131,17 @@ def status(name: str, as_json: bool) -> None:
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         click.echo(f"{key.ljust(width)}  {value}")
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    if days:
+        return f"{days}d {hours}h {minutes}m"
+    if hours:
+        return f"{hours}h {minutes}m"
+    return f"{minutes}m {secs}s" if minutes else f"{secs}s"
 
 
 @click.command("rm")

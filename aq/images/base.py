@@ -1,19 +1,126 @@
-"""The base image a new VM is made from."""
+"""The base image a new VM is made from: found, or downloaded and installed once.
+
+`ensure_base` is all `aq new` needs. With a base for the latest known release it
+touches neither the network nor QEMU. Otherwise it downloads and verifies the ISO and
+installs the base, under a file lock so that concurrent first runs do it once while
+the others wait for the result.
+"""
 
 from __future__ import annotations
 
-from aq import host
-from aq.errors import NotFound
-from aq.images import catalog
-from aq.store.db import reading
+from pathlib import Path
+
+from sqlalchemy import select
+
+from aq import host, paths
+from aq.errors import Offline, VerificationFailed
+from aq.images import catalog, releases
+from aq.images.download import download, part_path
+from aq.images.http import fetch
+from aq.images.releases import ReleaseInfo
+from aq.images.verify import check_sha256, check_signature
+from aq.progress import Progress
+from aq.store.db import reading, writing
 from aq.store.models import Image
 
 
-def current_base(arch: str | None = None) -> Image:
-    """The newest installed base for the host's architecture."""
+def _existing(kind: str, version: str, arch: str) -> Image | None:
+    with reading() as session:
+        query = (
+            select(Image)
+            .where(Image.kind == kind, Image.version == version, Image.arch == arch)
+            .order_by(Image.id.desc())
+        )
+        for image in session.scalars(query):
+            if Path(image.path).exists():
+                return image
+    return None
+
+
+def current_base(arch: str | None = None) -> Image | None:
+    """The newest installed base for `arch`, without network or QEMU."""
     arch = arch or host.guest_arch()
     with reading() as session:
-        base = catalog.newest_base(session, arch)
-    if base is None:
-        raise NotFound(f"no Alpine base image for {arch} yet")
-    return base
+        return catalog.newest_base(session, arch)
+
+
+def ensure_iso(release: ReleaseInfo, progress: Progress) -> Image:
+    """The verified ISO of `release`, downloaded now if aq does not have it yet.
+
+    The file is written to a .part file and moved into place only after its sha256
+    matches the release's and its OpenPGP signature verifies; a bad file is deleted
+    and nothing is recorded.
+    """
+    found = _existing("iso", release.version, release.arch)
+    if found is not None:
+        return found
+    dest = paths.make_private_dir(paths.images_dir()) / release.file
+    url = release.iso_url()
+    progress.step(f"downloading {release.file} from {url.rsplit('/', 1)[0]}")
+    part = download(url, dest, progress)
+    try:
+        progress.step(f"verifying {release.file} (sha256 and Alpine's signature)")
+        check_sha256(part, release.sha256)
+        try:
+            signature = fetch(url + ".asc")
+        except Offline:
+            raise
+        except Exception as err:
+            raise VerificationFailed(
+                f"the mirror has no usable signature for {release.file}: {err}"
+            ) from None
+        check_signature(part, signature)
+    except BaseException:
+        part_path(dest).unlink(missing_ok=True)
+        raise
+    part.replace(dest)
+    dest.chmod(0o444)
+    with writing() as session:
+        return catalog.register(
+            session,
+            kind="iso",
+            path=dest,
+            fmt="raw",
+            version=release.version,
+            arch=release.arch,
+            size=dest.stat().st_size,
+            sha256=release.sha256,
+        )
+
+
+def build_base(release: ReleaseInfo, progress: Progress) -> Image:
+    """Download, verify and install `release` once, even with concurrent callers."""
+    from filelock import FileLock
+
+    from aq.images.install import install_base
+    from aq.qemu import hostinfo
+
+    lock = (
+        paths.make_private_dir(paths.images_dir()) / f"alpine-{release.version}-{release.arch}.lock"
+    )
+    with FileLock(str(lock)):
+        found = _existing("base", release.version, release.arch)
+        if found is not None:
+            return found
+        iso_image = ensure_iso(release, progress)
+        progress.step(f"installing Alpine {release.version} onto a base disk (once per release)")
+        return install_base(release, iso_image, hostinfo.detect(), progress)
+
+
+def ensure_base(progress: Progress, arch: str | None = None) -> Image:
+    """A base for the latest known Alpine release, made now if needed."""
+    arch = arch or host.guest_arch()
+    release = releases.cached(arch)
+    if release is None:
+        try:
+            progress.step("looking up the latest Alpine release")
+            release = releases.refresh(arch)
+        except Offline:
+            fallback = current_base(arch)
+            if fallback is not None and Path(fallback.path).exists():
+                return fallback
+            raise
+    found = _existing("base", release.version, arch)
+    if found is not None:
+        return found
+    return build_base(release, progress)

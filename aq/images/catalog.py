@@ -59,3 +59,39 @@ def chain(image: Image | None) -> list[Image]:
         out.append(image)
         image = image.parent
     return out
+
+
+def users(session: Session) -> dict[int, list[str]]:
+    """Image id -> names of the VMs (not removed) whose disks stand on it."""
+    from aq.store.models import Vm
+
+    out: dict[int, list[str]] = {}
+    rows = session.execute(
+        select(Vm.base_image_id, Vm.name).where(Vm.state != "removed").order_by(Vm.name)
+    )
+    for image_id, name in rows:
+        if image_id is not None:
+            out.setdefault(image_id, []).append(name)
+    return out
+
+
+def listing(session: Session) -> list[tuple[Image, list[str]]]:
+    """Every image with the VMs that use it, ISOs first, newest last."""
+    used = users(session)
+    images = session.scalars(select(Image).order_by(Image.kind.desc(), Image.id))
+    return [(image, used.get(image.id, [])) for image in images]
+
+
+def forget(session: Session, image: Image) -> None:
+    """Delete `image`'s row; removed VMs that stood on it lose the link, live ones block."""
+    from sqlalchemy import update
+
+    from aq.store.models import Vm
+
+    session.execute(
+        update(Vm)
+        .where(Vm.base_image_id == image.id, Vm.state == "removed")
+        .values(base_image_id=None)
+    )
+    session.execute(update(Image).where(Image.source_id == image.id).values(source_id=None))
+    session.delete(image)

@@ -96,6 +96,8 @@ class Vm(Base):
     pid_started: Mapped[float | None] = mapped_column(Float)
     owner_pid: Mapped[int | None] = mapped_column(Integer)
     owner_started: Mapped[float | None] = mapped_column(Float)
+    accel: Mapped[str | None] = mapped_column(String(8))
+    ssh_host_key: Mapped[str | None] = mapped_column(Text)
 
     base_image: Mapped[Image | None] = relationship()
     forwards: Mapped[list[PortForward]] = relationship(
@@ -140,3 +142,32 @@ class Event(Base):
     detail: Mapped[str | None] = mapped_column(Text)
 
     vm: Mapped[Vm] = relationship()
+
+
+class Setting(Base):
+    """User settings (`aq config`), such as the Alpine mirror."""
+
+    __tablename__ = "settings"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class Release(Base):
+    """The latest Alpine release a mirror announced, cached per architecture."""
+
+    __tablename__ = "releases"
+    __table_args__ = (UniqueConstraint("arch", "flavor", name="release_arch_flavor"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    arch: Mapped[str] = mapped_column(String(16))
+    flavor: Mapped[str] = mapped_column(String(32))
+    version: Mapped[str] = mapped_column(String(32))
+    branch: Mapped[str] = mapped_column(String(16))
+    file: Mapped[str] = mapped_column(Text)
+    url: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int | None] = mapped_column(Integer)
+    released: Mapped[str | None] = mapped_column(String(32))
+    mirror: Mapped[str] = mapped_column(Text)
+    fetched_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

@@ -3,4 +3,4 @@
 A test checks that it equals the head of migrations/versions.
 """
 
-HEAD_REVISION = "0001"
+HEAD_REVISION = "0003"

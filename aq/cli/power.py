@@ -1,0 +1,68 @@
+"""`aq start` and `aq stop`."""
+
+from __future__ import annotations
+
+import click
+
+from aq.cli.output import note, print_json
+from aq.cli.render import vm_dict
+
+
+@click.command("start")
+@click.argument("name")
+@click.option(
+    "--timeout",
+    type=float,
+    default=300,
+    show_default=True,
+    help="Seconds to wait for the guest to be ready.",
+)
+@click.option("--no-wait", is_flag=True, help="Return once QEMU is up.")
+@click.option(
+    "--accel",
+    type=click.Choice(["hvf", "kvm", "tcg"]),
+    help="Accelerator (default: hvf on macOS, KVM if usable, else TCG; or AQ_ACCEL).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def start(name: str, timeout: float, no_wait: bool, accel: str | None, as_json: bool) -> None:
+    """Boot a VM and wait until it is ready for commands.
+
+    \b
+    aq start guest-1 && aq exec guest-1 -- uname -a
+    """
+    from aq import power
+
+    outcome = power.start(name, wait=not no_wait, timeout=timeout, accel=accel)
+    if as_json:
+        print_json({**vm_dict(outcome.vm), "changed": outcome.changed})
+    else:
+        note(outcome.message)
+
+
+@click.command("stop")
+@click.argument("name")
+@click.option(
+    "--timeout",
+    type=float,
+    default=60,
+    show_default=True,
+    help="Seconds to wait for the guest to power off before falling back.",
+)
+@click.option("--force", is_flag=True, help="Kill QEMU at once instead of shutting down.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def stop(name: str, timeout: float, force: bool, as_json: bool) -> None:
+    """Shut a VM down: ACPI power button, then QMP quit, then kill.
+
+    \b
+    aq stop guest-1
+    """
+    from aq import power
+
+    outcome = power.stop(name, force=force, timeout=timeout)
+    if as_json:
+        print_json({**vm_dict(outcome.vm), "changed": outcome.changed})
+    else:
+        note(outcome.message)
+
+
+COMMANDS = [start, stop]

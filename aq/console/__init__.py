@@ -1,0 +1,1 @@
+"""The serial console: automation (expect-like), interactive attach, telnet bridge."""

@@ -1,0 +1,28 @@
+# aq: per-VM settings, run at boot by /etc/init.d/aq-guest (delivered through fw_cfg).
+# @NAME@ is filled in by the host.
+name='@NAME@'
+if [ -n "$name" ] && [ "$(cat /etc/hostname 2>/dev/null)" != "$name" ]; then
+	echo "$name" > /etc/hostname
+fi
+
+# Grow the root partition and filesystem to fill the disk (aq new --disk-size).
+root=$(awk '$2 == "/" && $1 ~ /^\/dev\// { dev = $1 } END { print dev }' /proc/mounts)
+case "$root" in
+/dev/root | "")
+	spec=$(sed -n 's/.*root=\([^ ]*\).*/\1/p' /proc/cmdline)
+	case "$spec" in
+	UUID=* | LABEL=*) root=$(findfs "$spec" 2>/dev/null) ;;
+	/dev/*) root=$spec ;;
+	esac
+	;;
+esac
+case "$root" in
+/dev/vd[a-z][0-9]* | /dev/sd[a-z][0-9]* | /dev/nvme*p[0-9]*)
+	part=${root##*[!0-9]}
+	disk=${root%"$part"}
+	disk=${disk%p}
+	if command -v growpart >/dev/null && growpart "$disk" "$part" >/dev/null 2>&1; then
+		resize2fs "$root" >/dev/null 2>&1
+	fi
+	;;
+esac

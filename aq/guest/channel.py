@@ -1,0 +1,395 @@
+"""The host side of the command channel that `aq exec` and `aq cp` use.
+
+The guest runs aq/guest/agent.sh. A VM has SLOTS independent slots, each three
+virtio-serial ports that QEMU exposes as unix sockets in the VM's folder:
+
+  ctl  both ways; line-framed control messages and stdin frames
+  out  guest -> host; the command's stdout, raw bytes
+  err  guest -> host; the command's stderr, raw bytes
+
+One `aq exec` holds one slot (a file lock), so concurrent execs never share a stream.
+A session, host first:
+
+  host -> ctl  "S <nonce>"          start; the agent writes "AQ<nonce>\\n" on out and err
+  agent -> ctl "S <nonce>"          (anything on a stream before its marker is stale)
+  host -> ctl  "X <n>" + n bytes    the command line, already shell-quoted
+  host -> ctl  "D <n>" + n bytes    stdin data, any number of times
+  host -> ctl  "E"                  stdin EOF
+  host -> ctl  "K <SIGNAL>"         signal the command's process group (Ctrl-C: INT)
+  agent -> ctl "R <status> <o> <e>" exit status and the byte counts sent on out/err
+
+and "P <nonce>" is answered with "P <nonce>" (readiness). Stdout and stderr stay raw,
+so output is binary-safe and streams as it comes; the counts tell the host when both
+streams are complete. If the host goes away, the agent kills the command.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import secrets
+import selectors
+import shlex
+import signal
+import socket
+import stat
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from aq.errors import AqError, Conflict, GuestTimeout
+from aq.paths import VmFiles, short_socket_path
+
+SLOTS = 8
+STREAMS = ("ctl", "out", "err")
+CHUNK = 65536
+TIMEOUT_EXIT = 124  # as timeout(1) does
+
+
+class ChannelError(AqError):
+    """The command channel failed (the VM stopped, or the agent is not there)."""
+
+
+@dataclass
+class Slot:
+    number: int
+    lock_fd: int
+    ctl: socket.socket
+    out: socket.socket
+    err: socket.socket
+
+    def close(self) -> None:
+        for sock in (self.ctl, self.out, self.err):
+            sock.close()
+        os.close(self.lock_fd)
+
+
+def _connect(path: Path, timeout: float) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(short_socket_path(path))
+    except OSError as err:
+        sock.close()
+        raise ChannelError(
+            f"cannot reach the VM's command channel ({path.name}): {err.strerror or err}",
+            hint="is the VM running? `aq status NAME`",
+        ) from None
+    sock.settimeout(None)
+    return sock
+
+
+def _try_lock(path: Path) -> int | None:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+@contextlib.contextmanager
+def slot(files: VmFiles, wait: float = 60.0) -> Iterator[Slot]:
+    """Hold a free slot (waiting up to `wait` seconds for one) and connect its streams."""
+    deadline = time.monotonic() + wait
+    first = os.getpid() % SLOTS
+    while True:
+        for offset in range(SLOTS):
+            number = (first + offset) % SLOTS
+            fd = _try_lock(files.exec_lock(number))
+            if fd is not None:
+                break
+        else:
+            if time.monotonic() > deadline:
+                raise Conflict(
+                    f"all {SLOTS} command channels of this VM stayed busy for {wait:.0f}s",
+                    hint="wait for other `aq exec` commands to finish",
+                )
+            time.sleep(0.05)
+            continue
+        break
+    socks: list[socket.socket] = []
+    try:
+        for stream in STREAMS:
+            socks.append(_connect(files.exec_socket(number, stream), 10))
+    except BaseException:
+        for sock in socks:
+            sock.close()
+        os.close(fd)
+        raise
+    held = Slot(number, fd, *socks)
+    try:
+        yield held
+    finally:
+        held.close()
+
+
+class _LineReader:
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buffer = b""
+
+    def feed(self) -> bool:
+        data = self.sock.recv(CHUNK)
+        self.buffer += data
+        return bool(data)
+
+    def lines(self) -> Iterator[str]:
+        while b"\n" in self.buffer:
+            line, self.buffer = self.buffer.split(b"\n", 1)
+            yield line.decode(errors="replace").strip()
+
+
+def ping(files: VmFiles, timeout: float = 5.0, slot_number: int = 0) -> bool:
+    """Whether the agent answers on a slot's control socket within `timeout`."""
+    try:
+        sock = _connect(files.exec_socket(slot_number, "ctl"), timeout)
+    except ChannelError:
+        return False
+    nonce = secrets.token_hex(8)
+    reader = _LineReader(sock)
+    deadline = time.monotonic() + timeout
+    try:
+        sock.sendall(f"P {nonce}\n".encode())
+        while time.monotonic() < deadline:
+            sock.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                if not reader.feed():
+                    return False
+            except TimeoutError:
+                return False
+            if f"P {nonce}" in reader.lines():
+                return True
+        return False
+    except OSError:
+        return False
+    finally:
+        sock.close()
+
+
+class _Stream:
+    """A guest output stream: skip to this session's marker, then count bytes out."""
+
+    def __init__(self, sock: socket.socket, sink: BinaryIO, marker: bytes) -> None:
+        self.sock = sock
+        self.sink = sink
+        self.marker = marker
+        self.synced = False
+        self.pending = b""
+        self.received = 0
+        self.expected: int | None = None
+        self.closed = False
+
+    def on_readable(self) -> None:
+        data = self.sock.recv(CHUNK)
+        if not data:
+            self.closed = True
+            return
+        if not self.synced:
+            self.pending += data
+            index = self.pending.find(self.marker)
+            if index < 0:
+                self.pending = self.pending[-len(self.marker) :]
+                return
+            data = self.pending[index + len(self.marker) :]
+            self.pending = b""
+            self.synced = True
+        if data:
+            self.received += len(data)
+            self.sink.write(data)
+            self.sink.flush()
+
+    @property
+    def complete(self) -> bool:
+        return self.expected is not None and self.received >= self.expected
+
+
+def _never_blocks(stream: BinaryIO) -> bool:
+    """Regular files and devices such as /dev/null: always readable, and epoll refuses them."""
+    mode = os.fstat(stream.fileno()).st_mode
+    return stat.S_ISREG(mode) or stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+
+
+def command_line(argv: Sequence[str]) -> bytes:
+    """argv as one POSIX shell line whose words are exactly argv (no re-interpretation)."""
+    return " ".join(shlex.quote(arg) for arg in argv).encode("utf-8", "surrogateescape")
+
+
+@dataclass
+class ExecOptions:
+    stdin: BinaryIO | None  # None: the command gets EOF at once
+    stdout: BinaryIO
+    stderr: BinaryIO
+    timeout: float | None = None
+
+
+class _Session:
+    """One exec over one slot, driven by a selector loop in this thread."""
+
+    def __init__(self, held: Slot, options: ExecOptions) -> None:
+        self.held = held
+        self.options = options
+        self.nonce = secrets.token_hex(8)
+        marker = f"AQ{self.nonce}\n".encode()
+        self.out = _Stream(held.out, options.stdout, marker)
+        self.err = _Stream(held.err, options.stderr, marker)
+        self.ctl = _LineReader(held.ctl)
+        self.outgoing = b""
+        self.started = False
+        self.status: int | None = None
+        self.stdin_open = options.stdin is not None
+        self.signals: list[str] = []
+        self.selector = selectors.DefaultSelector()
+
+    def send(self, data: bytes) -> None:
+        self.outgoing += data
+
+    def _flush(self) -> None:
+        try:
+            sent = self.held.ctl.send(self.outgoing[: CHUNK * 4])
+        except BlockingIOError:
+            return
+        self.outgoing = self.outgoing[sent:]
+
+    def _on_ctl(self, argv_line: bytes) -> None:
+        if not self.ctl.feed():
+            raise ChannelError(
+                "the command channel closed before the command finished",
+                hint="the VM may have stopped; `aq status NAME`",
+            )
+        for line in self.ctl.lines():
+            kind, _, rest = line.partition(" ")
+            if kind == "S" and rest == self.nonce and not self.started:
+                self.started = True
+                self.send(b"X %d\n" % len(argv_line) + argv_line)
+                if not self.stdin_open:
+                    self.send(b"E\n")
+            elif kind == "R" and self.started:
+                status, out_bytes, err_bytes = (int(x) for x in rest.split())
+                self.status = status
+                self.out.expected = out_bytes
+                self.err.expected = err_bytes
+
+    def _on_stdin(self) -> None:
+        assert self.options.stdin is not None
+        data = os.read(self.options.stdin.fileno(), CHUNK)
+        if data:
+            self.send(b"D %d\n" % len(data) + data)
+        else:
+            self.send(b"E\n")
+            self.stdin_open = False
+
+    def _stdin_wanted(self) -> bool:
+        """Read more stdin only once the previous frame is on its way (back-pressure)."""
+        return self.started and self.stdin_open and not self.outgoing
+
+    def _done(self) -> bool:
+        return self.status is not None and self.out.complete and self.err.complete
+
+    def run(self, argv_line: bytes) -> int:
+        held = self.held
+        held.ctl.setblocking(False)
+        self.selector.register(held.ctl, selectors.EVENT_READ, "ctl")
+        self.selector.register(held.out, selectors.EVENT_READ, self.out)
+        self.selector.register(held.err, selectors.EVENT_READ, self.err)
+        stdin = self.options.stdin
+        stdin_regular = stdin is not None and _never_blocks(stdin)
+        stdin_registered = False
+        self.send(f"S {self.nonce}\n".encode())
+        deadline = None
+        if self.options.timeout is not None:
+            deadline = time.monotonic() + self.options.timeout
+        timed_out = False
+        while not self._done():
+            while self.signals and self.started:
+                self.send(f"K {self.signals.pop(0)}\n".encode())
+            if stdin is not None and not stdin_regular:
+                wanted = self._stdin_wanted()
+                if wanted != stdin_registered:
+                    if wanted:
+                        self.selector.register(stdin, selectors.EVENT_READ, "stdin")
+                    else:
+                        self.selector.unregister(stdin)
+                    stdin_registered = wanted
+            elif stdin_regular and self._stdin_wanted():
+                self._on_stdin()  # a regular file is always readable
+            events = selectors.EVENT_READ | (selectors.EVENT_WRITE if self.outgoing else 0)
+            self.selector.modify(held.ctl, events, "ctl")
+            wait = 0.5
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    if timed_out:
+                        raise GuestTimeout("the command did not stop after its timeout")
+                    timed_out = True
+                    self.signals.append("KILL")
+                    deadline = time.monotonic() + 15  # time for the agent to report
+                    continue
+                wait = min(wait, left)
+            for key, mask in self.selector.select(wait):
+                if key.data == "ctl":
+                    if mask & selectors.EVENT_WRITE:
+                        self._flush()
+                    if mask & selectors.EVENT_READ:
+                        self._on_ctl(argv_line)
+                elif key.data == "stdin":
+                    self._on_stdin()
+                else:
+                    key.data.on_readable()
+                    if key.data.closed:
+                        self.selector.unregister(key.fileobj)
+                        if not key.data.complete:
+                            raise ChannelError(
+                                "the command channel closed before the command finished",
+                                hint="the VM may have stopped; `aq status NAME`",
+                            )
+        self.selector.close()
+        assert self.status is not None
+        return TIMEOUT_EXIT if timed_out else self.status
+
+
+def run(files: VmFiles, argv: Sequence[str], options: ExecOptions) -> int:
+    """Run `argv` in the guest as root; stream its output; return its exit status.
+
+    Ctrl-C (SIGINT) is forwarded to the guest command; a second one kills it.
+    """
+    line = command_line(argv)
+    with slot(files) as held:
+        session = _Session(held, options)
+        interrupts = 0
+
+        def forward(signum, _frame) -> None:
+            nonlocal interrupts
+            interrupts += 1
+            session.signals.append("INT" if interrupts == 1 else "KILL")
+
+        if threading.current_thread() is not threading.main_thread():
+            return session.run(line)
+        previous = signal.signal(signal.SIGINT, forward)
+        previous_term = signal.signal(signal.SIGTERM, lambda *_: session.signals.append("TERM"))
+        try:
+            return session.run(line)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+            signal.signal(signal.SIGTERM, previous_term)
+
+
+def capture(
+    files: VmFiles, argv: Sequence[str], stdin: bytes | None = None, timeout: float | None = 60
+) -> tuple[int, bytes, bytes]:
+    """Run `argv` and collect its output (for aq's own use: small outputs)."""
+    import io
+    import tempfile
+
+    out, err = io.BytesIO(), io.BytesIO()
+    with tempfile.TemporaryFile() as source:
+        source.write(stdin or b"")
+        source.seek(0)
+        given = source if stdin is not None else None
+        status = run(files, argv, ExecOptions(given, out, err, timeout))
+    return status, out.getvalue(), err.getvalue()

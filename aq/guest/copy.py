@@ -1,0 +1,134 @@
+"""`aq cp`: files and directories both ways as tar streams over the command channel.
+
+No SSH and no network: the host packs or unpacks with Python's tarfile, the guest with
+busybox tar, through `aq exec`'s binary-safe streams. Modes are kept; files written in
+the guest belong to root (the host's owners mean nothing there).
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import shutil
+import tarfile
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from aq.errors import AqError, InvalidInput, NotFound
+from aq.guest import channel
+from aq.paths import VmFiles
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    vm: str | None  # None: the host
+    path: str
+
+
+def parse_endpoint(text: str) -> Endpoint:
+    """`NAME:PATH` is in a VM; anything else (including ./a:b) is on the host."""
+    name, sep, path = text.partition(":")
+    if sep and name and "/" not in name and not text.startswith("."):
+        if not path:
+            raise InvalidInput(f"{text!r} names no path in the VM", hint="write NAME:/path")
+        return Endpoint(name, path)
+    return Endpoint(None, text)
+
+
+def _guest(files: VmFiles, argv: list[str], stdin: bytes | None = None) -> tuple[int, str]:
+    status, out, err = channel.capture(files, argv, stdin=stdin, timeout=120)
+    return status, (out + err).decode(errors="replace").strip()
+
+
+def _root_owned(info: tarfile.TarInfo) -> tarfile.TarInfo:
+    info.uid = info.gid = 0
+    info.uname = info.gname = "root"
+    return info
+
+
+def to_guest(files: VmFiles, source: Path, dest: str, recursive: bool) -> None:
+    """Copy host `source` to `dest` in the guest (into it, if it is a directory)."""
+    if not source.exists():
+        raise NotFound(f"{source} does not exist")
+    if source.is_dir() and not recursive:
+        raise InvalidInput(f"{source} is a directory", hint="use aq cp -r")
+    status, _ = _guest(files, ["test", "-d", dest])
+    if status == 0:
+        folder, name = dest, source.name
+    else:
+        folder, name = posixpath.dirname(dest) or ".", posixpath.basename(dest.rstrip("/"))
+    read_fd, write_fd = os.pipe()
+
+    def pack() -> None:
+        with os.fdopen(write_fd, "wb") as pipe:
+            try:
+                with tarfile.open(fileobj=pipe, mode="w|") as tar:
+                    tar.add(source, arcname=name, filter=_root_owned)
+            except BrokenPipeError:
+                pass
+
+    packer = threading.Thread(target=pack, daemon=True)
+    packer.start()
+    with (
+        os.fdopen(read_fd, "rb") as stdin,
+        tempfile.TemporaryFile() as err,
+        open(os.devnull, "wb") as out,
+    ):
+        status = channel.run(
+            files, ["tar", "x", "-C", folder], channel.ExecOptions(stdin, out, err, timeout=None)
+        )
+        err.seek(0)
+        message = err.read().decode(errors="replace").strip()
+    packer.join()
+    if status != 0:
+        raise AqError(f"copying into the VM failed: {message or f'tar exit status {status}'}")
+
+
+def _inside(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
+    """tarfile's "tar" filter, except that symlinks keep their targets (they are the
+    guest's own, such as /etc/localtime); no member may land outside `dest`."""
+    if member.issym():
+        parts = Path(member.name).parts
+        if member.name.startswith("/") or ".." in parts:
+            raise tarfile.OutsideDestinationError(member, member.name)
+        return member
+    return tarfile.tar_filter(member, dest)
+
+
+def from_guest(files: VmFiles, source: str, dest: Path, recursive: bool) -> None:
+    """Copy `source` in the guest to host `dest` (into it, if it is a directory)."""
+    status, _ = _guest(files, ["test", "-e", source])
+    if status != 0:
+        raise NotFound(f"{source} does not exist in the VM")
+    status, _ = _guest(files, ["test", "-d", source])
+    if status == 0 and not recursive:
+        raise InvalidInput(f"{source} is a directory in the VM", hint="use aq cp -r")
+    parent, name = posixpath.split(source.rstrip("/") or "/")
+    target = dest / name if dest.is_dir() else dest
+    work = Path(tempfile.mkdtemp(prefix=".aq-cp-", dir=target.parent))
+    try:
+        with tempfile.TemporaryFile() as archive, tempfile.TemporaryFile() as err:
+            status = channel.run(
+                files,
+                ["tar", "c", "-C", parent or "/", name],
+                channel.ExecOptions(None, archive, err, timeout=None),
+            )
+            if status != 0:
+                err.seek(0)
+                raise AqError(f"copying out of the VM failed: {err.read().decode().strip()}")
+            archive.seek(0)
+            with tarfile.open(fileobj=archive, mode="r|") as tar:
+                tar.extractall(work, filter=_inside)
+        extracted = work / name
+        if target.is_dir():
+            if not extracted.is_dir():
+                raise InvalidInput(f"{target} is a directory; {source} is not")
+            shutil.copytree(extracted, target, symlinks=True, dirs_exist_ok=True)
+        elif target.exists() and extracted.is_dir():
+            raise InvalidInput(f"{target} is a file; {source} is a directory")
+        else:
+            extracted.replace(target)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

@@ -1,0 +1,121 @@
+#!/bin/sh
+# aq: finish a base install made by `setup-alpine -e -f`: add what aq needs to the
+# installed system (console login, command channel, power button, growable root).
+# Runs in the installer's live system as root; $1 is the serial console (ttyS0...).
+set -eu
+tty=$1
+mnt=/mnt
+say() { printf 'aq-postinstall: %s\n' "$*"; }
+
+# Unmount whatever the installer left mounted under /mnt, deepest first.
+for m in $(awk -v m="$mnt" '$2 == m || index($2, m "/") == 1 { print $2 }' /proc/mounts | sort -r); do
+	umount "$m"
+done
+
+# Find the installed root: the partition that holds /etc/alpine-release.
+root=""
+for part in /dev/vda[0-9]*; do
+	[ -b "$part" ] || continue
+	if mount -o ro "$part" "$mnt" 2>/dev/null; then
+		[ -f "$mnt/etc/alpine-release" ] && root=$part
+		umount "$mnt"
+	fi
+done
+[ -n "$root" ] || { say "no installed root filesystem found on /dev/vda"; exit 1; }
+mount "$root" "$mnt"
+for point in /boot /boot/efi; do
+	spec=$(awk -v p="$point" '$2 == p { print $1 }' "$mnt/etc/fstab")
+	[ -n "$spec" ] || continue
+	dev=$spec
+	case "$spec" in UUID=* | LABEL=*) dev=$(findfs "$spec") ;; esac
+	mount "$dev" "$mnt$point"
+done
+say "installed root is $root"
+
+# 1. A login on the serial console.
+if ! grep -q "^$tty::" "$mnt/etc/inittab"; then
+	if grep -q "^#$tty::" "$mnt/etc/inittab"; then
+		sed -i "s|^#$tty::|$tty::|" "$mnt/etc/inittab"
+	else
+		echo "$tty::respawn:/sbin/getty -L 115200 $tty vt100" >> "$mnt/etc/inittab"
+	fi
+fi
+
+# 2. The command channel (aq exec) and per-VM settings, both handed over by the host.
+install -d "$mnt/usr/libexec/aq"
+install -m 0755 /tmp/aq/agent-bootstrap.sh "$mnt/usr/libexec/aq/agent-bootstrap"
+install -m 0755 /tmp/aq/aq-guest.init "$mnt/etc/init.d/aq-guest"
+grep -q "aq/agent-bootstrap" "$mnt/etc/inittab" ||
+	echo "::respawn:/usr/libexec/aq/agent-bootstrap" >> "$mnt/etc/inittab"
+chroot "$mnt" rc-update add aq-guest boot
+
+# 3. The ACPI power button powers off (aq stop sends it).
+if [ ! -e "$mnt/etc/acpi/PWRF/00000080" ]; then
+	install -d "$mnt/etc/acpi/PWRF"
+	printf '#!/bin/sh\npoweroff\n' > "$mnt/etc/acpi/PWRF/00000080"
+	chmod 0755 "$mnt/etc/acpi/PWRF/00000080"
+fi
+chroot "$mnt" rc-update add acpid default
+
+# 4. Modules for aq's devices, when they are modules in this kernel.
+for mod in virtio_console pvpanic-pci qemu_fw_cfg button evdev; do
+	if find "$mnt/lib/modules" -name "$mod.ko*" 2>/dev/null | grep -q . &&
+		! grep -qx "$mod" "$mnt/etc/modules" 2>/dev/null; then
+		echo "$mod" >> "$mnt/etc/modules"
+	fi
+done
+
+# 5. Tools to grow the root filesystem when a VM's disk is bigger than the base.
+pkgs=""
+for pair in growpart:cloud-utils-growpart resize2fs:e2fsprogs-extra sfdisk:sfdisk partx:partx; do
+	chroot "$mnt" sh -c "command -v ${pair%%:*}" > /dev/null 2>&1 || pkgs="$pkgs ${pair#*:}"
+done
+if [ -n "$pkgs" ]; then
+	say "installing$pkgs"
+	cp /etc/resolv.conf "$mnt/etc/resolv.conf" 2>/dev/null || true
+	mount -t proc proc "$mnt/proc"
+	chroot "$mnt" apk add --no-progress $pkgs
+	umount "$mnt/proc"
+fi
+
+# 6. The kernel talks on the serial console, now and after kernel upgrades.
+if [ -f "$mnt/etc/update-extlinux.conf" ] &&
+	! grep -q "^default_kernel_opts=.*console=$tty" "$mnt/etc/update-extlinux.conf"; then
+	sed -i "s|^default_kernel_opts=\"\(.*\)\"|default_kernel_opts=\"\1 console=$tty,115200\"|" \
+		"$mnt/etc/update-extlinux.conf"
+	sed -i "s|^serial_port=.*|serial_port=0|" "$mnt/etc/update-extlinux.conf"
+fi
+if [ -f "$mnt/boot/extlinux.conf" ] && ! grep -q "console=$tty" "$mnt/boot/extlinux.conf"; then
+	sed -i "s|^\([[:space:]]*APPEND .*\)$|\1 console=$tty,115200|" "$mnt/boot/extlinux.conf"
+fi
+if [ -f "$mnt/etc/default/grub" ] && ! grep -q "console=$tty" "$mnt/etc/default/grub"; then
+	sed -i "s|^GRUB_CMDLINE_LINUX_DEFAULT=\"\(.*\)\"|GRUB_CMDLINE_LINUX_DEFAULT=\"\1 console=$tty,115200\"|" \
+		"$mnt/etc/default/grub"
+	mount -t proc proc "$mnt/proc"
+	chroot "$mnt" grub-mkconfig -o /boot/grub/grub.cfg
+	umount "$mnt/proc"
+fi
+
+# 7. UEFI firmware without saved boot entries looks only at the removable path.
+efi="$mnt/boot/efi/EFI"
+[ -d "$efi" ] || efi="$mnt/boot/EFI"
+if [ -d "$efi" ] && ! ls "$efi"/BOOT/BOOT*.EFI > /dev/null 2>&1; then
+	loader=$(find "$efi" -iname 'grub*.efi' | head -n 1)
+	if [ -n "$loader" ]; then
+		install -d "$efi/BOOT"
+		case "$(uname -m)" in
+		aarch64) cp "$loader" "$efi/BOOT/BOOTAA64.EFI" ;;
+		*) cp "$loader" "$efi/BOOT/BOOTX64.EFI" ;;
+		esac
+	fi
+fi
+
+# 8. Each VM gets its own SSH host keys and machine id at first boot.
+rm -f "$mnt"/etc/ssh/ssh_host_*
+[ -f "$mnt/etc/machine-id" ] && : > "$mnt/etc/machine-id"
+
+sync
+for m in $(awk -v m="$mnt" '$2 == m || index($2, m "/") == 1 { print $2 }' /proc/mounts | sort -r); do
+	umount "$m"
+done
+say "done"

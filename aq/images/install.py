@@ -1,0 +1,220 @@
+"""Installing Alpine onto a base disk, unattended, by driving the serial console.
+
+aq boots the verified ISO's kernel and initramfs with a blank qcow2 as /dev/vda, logs
+in as root on the serial console, hands over an answer file, runs
+`setup-alpine -e -f`, adds what aq needs to the installed system (aq/guest/postinstall.sh)
+and powers off. The finished disk becomes a read-only base image that every VM overlays.
+The whole console conversation is kept in a transcript beside the image.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from aq import paths, sshkeys
+from aq.console.expect import Console, ConsoleError, transcript_tail
+from aq.errors import AqError
+from aq.images import answers, catalog, iso
+from aq.images.releases import ReleaseInfo
+from aq.images.verify import sha256_file
+from aq.progress import Progress
+from aq.qemu import cmdline, img
+from aq.qemu.hostinfo import HostInfo, qemu_binary
+from aq.store.db import writing
+from aq.store.models import Image
+
+GUEST_FILES = Path(__file__).resolve().parent.parent / "guest"
+BASE_DISK_SIZE = 2 << 30
+INSTALL_MEMORY_MIB = 1024
+BASE_HOSTNAME = "alpine"
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Seconds for each phase; generous because TCG and real downloads are slow."""
+
+    boot: float = 600
+    setup: float = 1800
+    postinstall: float = 900
+    poweroff: float = 180
+
+
+def base_stem(version: str, arch: str) -> str:
+    return f"alpine-{version}-{arch}-base"
+
+
+def transcript_path(version: str, arch: str) -> Path:
+    return paths.images_dir() / f"{base_stem(version, arch)}.install.log"
+
+
+def _installer_cpus(host: HostInfo) -> int:
+    # Several vCPUs under TCG once ended in a guest kernel panic; one is reliable.
+    return 1 if host.accel == "tcg" else 2
+
+
+def _start_qemu(argv: list[str], log: Path) -> subprocess.Popen:
+    with log.open("wb") as err:
+        return subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=err,
+            stderr=err,
+            start_new_session=True,
+        )
+
+
+def _stop_qemu(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+def _converse(con: Console, release: ReleaseInfo, host: HostInfo, t: Timeouts, progress) -> None:
+    """The console conversation: log in, install, add aq's setup, power off."""
+    tty = cmdline.serial_device(host.arch)
+    progress.step("booting the Alpine installer")
+    con.login(t.boot)
+    con.check("mkdir -p /tmp/aq", 60, "make a work folder")
+    repository = f"{release.mirror}/{release.branch}/main"
+    answer_file = answers.render(
+        answers.Answers(BASE_HOSTNAME, sshkeys.authorized_keys(), repository)
+    )
+    con.write_file("/tmp/aq/answers", answer_file.encode())
+    for name in ("postinstall.sh", "agent-bootstrap.sh", "aq-guest.init"):
+        con.write_file(f"/tmp/aq/{name}", (GUEST_FILES / name).read_bytes(), 0o755)
+    progress.step(f"installing Alpine {release.version} with setup-alpine")
+    token = "setup"
+    con.sendline(
+        "ERASE_DISKS=/dev/vda setup-alpine -e -f /tmp/aq/answers; "
+        f"printf 'AQ-RC:%s:%s\\n' {token} $?"
+    )
+    done = re.compile(rb"AQ-RC:setup:(\d+)\n")
+    question = re.compile(rb"\(y/n\) \[[yn]\]:? ?$", re.M)
+    while True:
+        match = con.expect([done, question], t.setup, "finish setup-alpine")
+        if match.re is question:
+            con.sendline("y")
+            continue
+        if match.group(1) != b"0":
+            raise ConsoleError(
+                f"setup-alpine failed (exit status {match.group(1).decode()}); "
+                f"last console lines:\n{transcript_tail(con.transcript)}\n"
+                f"(full transcript: {con.transcript})"
+            )
+        break
+    progress.step("adding aq's guest setup to the installed system")
+    con.check(f"sh /tmp/aq/postinstall.sh {tty}", t.postinstall, "finish aq's post-install")
+    con.sendline("sync; poweroff")
+
+
+def install_base(
+    release: ReleaseInfo,
+    iso_image: Image,
+    host: HostInfo,
+    progress: Progress,
+    timeouts: Timeouts = Timeouts(),
+) -> Image:
+    """Install `release` from `iso_image` onto a new base disk; record and return it."""
+    images = paths.make_private_dir(paths.images_dir())
+    stem = base_stem(release.version, host.arch)
+    final = images / f"{stem}.qcow2"
+    transcript = transcript_path(release.version, host.arch)
+    work = images / f".{stem}.work"
+    shutil.rmtree(work, ignore_errors=True)
+    paths.make_private_dir(work)
+    transcript.unlink(missing_ok=True)
+    try:
+        target = work / "disk.qcow2"
+        img.create_blank(target, BASE_DISK_SIZE)
+        tty = cmdline.serial_device(host.arch)
+        kernel, initrd, args = iso.extract_boot(Path(iso_image.path), work, host.arch, tty)
+        spec = cmdline.MachineSpec(
+            name="aq-installer",
+            cpus=_installer_cpus(host),
+            memory_mib=INSTALL_MEMORY_MIB,
+            disks=[(target, "qcow2")],
+            sockets=cmdline.Sockets(
+                console=Path(paths.short_socket_path(work / "console.sock")),
+                console_log=work / "console.log",
+            ),
+            cdrom=Path(iso_image.path),
+            kernel=kernel,
+            initrd=initrd,
+            append=args,
+            no_reboot=True,
+        )
+        argv = cmdline.build(spec, host)
+        argv[0] = qemu_binary(host.arch)
+        (work / "qemu.cmdline").write_text(" ".join(argv) + "\n")
+        proc = _start_qemu(argv, work / "qemu.stderr")
+
+        def why_dead() -> str | None:
+            if proc.poll() is None:
+                return None
+            said = (work / "qemu.stderr").read_text(errors="replace").strip()
+            return f"QEMU exited (status {proc.returncode}): {said or 'no message'}"
+
+        try:
+            with Console.connect(work / "console.sock", transcript, why_dead=why_dead) as con:
+                _converse(con, release, host, timeouts, progress)
+                # Stay connected while it shuts down: the transcript gets the whole story.
+                con.drain(timeouts.poweroff, lambda: proc.poll() is not None)
+            try:
+                code = proc.wait(10)
+            except subprocess.TimeoutExpired:
+                raise AqError(
+                    f"the installer did not power off within {timeouts.poweroff:.0f}s",
+                    hint=f"see the transcript: {transcript}",
+                ) from None
+        except ConsoleError as err:
+            if proc.poll() is not None:
+                stderr = (work / "qemu.stderr").read_text(errors="replace").strip()
+                if stderr:
+                    err.message += f"\nQEMU said: {stderr.splitlines()[-1]}"
+            raise
+        finally:
+            _stop_qemu(proc)
+        if code != 0:
+            stderr = (work / "qemu.stderr").read_text(errors="replace").strip()
+            raise AqError(f"QEMU exited with status {code} during the install: {stderr}")
+        progress.step("recording the base image")
+        digest = sha256_file(target)
+        target.chmod(0o444)
+        target.replace(final)
+        with writing() as session:
+            return catalog.register(
+                session,
+                kind="base",
+                path=final,
+                fmt="qcow2",
+                version=release.version,
+                arch=host.arch,
+                size=final.stat().st_size,
+                sha256=digest,
+                disk_size=BASE_DISK_SIZE,
+                source=session.get(Image, iso_image.id),
+                iso_sha256=iso_image.sha256,
+            )
+    except BaseException:
+        if final.exists() and not _recorded(final):
+            final.unlink()
+        raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _recorded(path: Path) -> bool:
+    from sqlalchemy import select
+
+    from aq.store.db import reading
+
+    with reading() as session:
+        return session.scalars(select(Image.id).where(Image.path == str(path))).first() is not None

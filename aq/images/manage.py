@@ -1,0 +1,81 @@
+"""Listing and pruning the images aq keeps (aq images ...)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import select
+
+from aq.errors import Conflict, NotFound
+from aq.images import catalog
+from aq.store.db import reading, writing
+from aq.store.models import Image
+
+
+@dataclass(frozen=True)
+class ImageRow:
+    id: int
+    kind: str
+    version: str
+    arch: str
+    path: str
+    size: int
+    used_by: list[str]
+    present: bool
+
+
+def _row(image: Image, used_by: list[str]) -> ImageRow:
+    path = Path(image.path)
+    size = path.stat().st_blocks * 512 if path.exists() else 0
+    return ImageRow(
+        image.id, image.kind, image.version, image.arch, image.path, size, used_by, path.exists()
+    )
+
+
+def list_images() -> list[ImageRow]:
+    with reading() as session:
+        return [_row(image, used) for image, used in catalog.listing(session)]
+
+
+def _delete_files(image_paths: list[str]) -> None:
+    for text in image_paths:
+        path = Path(text)
+        path.unlink(missing_ok=True)
+        if path.suffix == ".qcow2":
+            path.with_name(path.stem + ".install.log").unlink(missing_ok=True)
+
+
+def prune() -> list[ImageRow]:
+    """Remove every image no VM uses (ISOs, unused bases); return what was removed."""
+    removed: list[ImageRow] = []
+    with writing() as session:
+        used = catalog.users(session)
+        for image in session.scalars(select(Image).order_by(Image.id)):
+            if used.get(image.id):
+                continue
+            children = session.scalars(select(Image.id).where(Image.parent_id == image.id))
+            if children.first() is not None:
+                continue
+            removed.append(_row(image, []))
+            catalog.forget(session, image)
+    _delete_files([row.path for row in removed])
+    return removed
+
+
+def remove(image_id: int) -> ImageRow:
+    """Remove one image; refuse if a VM's disk stands on it."""
+    with writing() as session:
+        image = session.get(Image, image_id)
+        if image is None:
+            raise NotFound(f"no image with id {image_id}", hint="`aq images` lists them")
+        users = catalog.users(session).get(image.id, [])
+        if users:
+            raise Conflict(
+                f"image {image_id} backs VM(s) {', '.join(users)}",
+                hint="remove those VMs first (`aq rm NAME`)",
+            )
+        row = _row(image, [])
+        catalog.forget(session, image)
+    _delete_files([row.path])
+    return row

@@ -1,0 +1,168 @@
+"""The QEMU command line: a pure function of what to run and the host it runs on.
+
+Nothing here touches the system, so every host/arch/accelerator combination is
+table-tested. Per host:
+
+  macOS, Apple Silicon   qemu-system-aarch64 -machine virt,highmem=on -accel hvf -cpu host
+  macOS, Intel           qemu-system-x86_64  -machine pc -accel hvf -cpu host
+  Linux with /dev/kvm    -accel kvm -cpu host
+  anything else          -accel tcg (software emulation)
+
+x86_64 guests boot through QEMU's bundled SeaBIOS; aarch64 guests through the UEFI
+firmware found in QEMU's own installation (aq.qemu.hostinfo).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aq.qemu.hostinfo import HostInfo
+
+EXEC_STREAMS = ("ctl", "out", "err")
+
+
+@dataclass(frozen=True)
+class Forward:
+    protocol: str
+    host_addr: str
+    host_port: int
+    guest_port: int
+
+
+@dataclass(frozen=True)
+class Sockets:
+    """Where QEMU should listen and log; None leaves a channel out."""
+
+    console: Path
+    console_log: Path
+    qmp: Path | None = None
+    pidfile: Path | None = None
+    exec_sockets: Sequence[Sequence[Path]] = ()  # per slot: ctl, out, err
+
+
+@dataclass(frozen=True)
+class MachineSpec:
+    """What one QEMU process should run."""
+
+    name: str
+    cpus: int
+    memory_mib: int
+    disks: Sequence[tuple[Path, str]]  # (path, format); the first is /dev/vda
+    sockets: Sockets
+    mac: str | None = None
+    forwards: Sequence[Forward] = ()
+    cdrom: Path | None = None
+    kernel: Path | None = None
+    initrd: Path | None = None
+    append: str | None = None
+    daemonize: bool = False
+    no_reboot: bool = False
+    extra: Sequence[str] = field(default_factory=tuple)
+
+
+def serial_device(arch: str) -> str:
+    """The guest's first serial port: ttyS0 on a PC, ttyAMA0 (PL011) on arm's virt."""
+    return "ttyS0" if arch == "x86_64" else "ttyAMA0"
+
+
+def binary_name(arch: str) -> str:
+    return f"qemu-system-{arch}"
+
+
+def _machine(spec: MachineSpec, host: HostInfo) -> list[str]:
+    if host.arch == "aarch64":
+        args = ["-machine", "virt,highmem=on", "-accel", host.accel]
+        args += ["-cpu", "host" if host.accel in ("hvf", "kvm") else "max"]
+        if host.firmware is not None:
+            args += ["-bios", str(host.firmware)]
+    else:
+        args = ["-machine", "pc", "-accel", host.accel]
+        if host.accel in ("hvf", "kvm"):
+            args += ["-cpu", "host"]
+    return [*args, "-smp", str(spec.cpus), "-m", str(spec.memory_mib)]
+
+
+def _chardev_socket(ident: str, path: Path, log: Path | None = None) -> str:
+    value = f"socket,id={ident},path={path},server=on,wait=off"
+    if log is not None:
+        value += f",logfile={log},logappend=on"
+    return value
+
+
+def _storage(spec: MachineSpec, host: HostInfo) -> list[str]:
+    args: list[str] = []
+    for index, (path, fmt) in enumerate(spec.disks):
+        args += ["-drive", f"if=none,id=disk{index},file={path},format={fmt},discard=unmap"]
+        args += ["-device", f"virtio-blk-pci,drive=disk{index}"]
+    if spec.cdrom is not None:
+        if host.arch == "x86_64":
+            args += ["-drive", f"if=ide,index=2,media=cdrom,readonly=on,file={spec.cdrom}"]
+        else:
+            args += ["-device", "virtio-scsi-pci,id=scsi0"]
+            args += ["-drive", f"if=none,id=cd0,media=cdrom,readonly=on,file={spec.cdrom}"]
+            args += ["-device", "scsi-cd,bus=scsi0.0,drive=cd0"]
+    return args
+
+
+def _network(spec: MachineSpec) -> list[str]:
+    netdev = "user,id=net0"
+    for fwd in spec.forwards:
+        netdev += f",hostfwd={fwd.protocol}:{fwd.host_addr}:{fwd.host_port}-:{fwd.guest_port}"
+    device = "virtio-net-pci,netdev=net0"
+    if spec.mac:
+        device += f",mac={spec.mac}"
+    return ["-netdev", netdev, "-device", device]
+
+
+def _channels(spec: MachineSpec) -> list[str]:
+    sockets = spec.sockets
+    args = ["-chardev", _chardev_socket("console", sockets.console, sockets.console_log)]
+    args += ["-serial", "chardev:console"]
+    if sockets.qmp is not None:
+        args += [
+            "-chardev",
+            _chardev_socket("qmp", sockets.qmp),
+            "-mon",
+            "chardev=qmp,mode=control",
+        ]
+    if sockets.exec_sockets:
+        args += ["-device", "virtio-serial-pci,id=vser0,max_ports=31"]
+        for slot, streams in enumerate(sockets.exec_sockets):
+            for stream, path in zip(EXEC_STREAMS, streams, strict=True):
+                ident = f"exec{slot}{stream}"
+                args += ["-chardev", _chardev_socket(ident, path)]
+                args += [
+                    "-device",
+                    f"virtserialport,bus=vser0.0,chardev={ident},name=aq.exec.{slot}.{stream}",
+                ]
+    return args
+
+
+def build(spec: MachineSpec, host: HostInfo) -> list[str]:
+    """The full argv for QEMU (the binary name first, resolved by the caller)."""
+    args = [binary_name(host.arch), "-name", f"guest={spec.name}"]
+    args += _machine(spec, host)
+    args += ["-display", "none", "-monitor", "none", "-parallel", "none"]
+    args += ["-rtc", "base=utc,clock=host"]
+    args += ["-device", "virtio-rng-pci"]
+    # A guest kernel panic pauses the VM and is reported (query-status: guest-panicked)
+    # instead of vanishing as a shutdown.
+    args += ["-device", "pvpanic-pci", "-action", "panic=pause"]
+    args += _storage(spec, host)
+    args += _network(spec)
+    args += _channels(spec)
+    if spec.kernel is not None:
+        args += ["-kernel", str(spec.kernel)]
+        if spec.initrd is not None:
+            args += ["-initrd", str(spec.initrd)]
+        if spec.append:
+            args += ["-append", spec.append]
+    if spec.no_reboot:
+        args.append("-no-reboot")
+    if spec.sockets.pidfile is not None:
+        args += ["-pidfile", str(spec.sockets.pidfile)]
+    if spec.daemonize:
+        args.append("-daemonize")
+    return [*args, *spec.extra]

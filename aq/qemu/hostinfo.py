@@ -1,0 +1,156 @@
+"""What the host's QEMU can do: which binary, which accelerator, which firmware.
+
+Everything here is detected at run time, never hard-coded to a versioned path: the
+accelerator from the OS and /dev/kvm (AQ_ACCEL or --accel override it), UEFI firmware
+from the QEMU installation's own firmware descriptors and data directories.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+from aq import host
+from aq.errors import AqError, InvalidInput
+
+ACCELERATORS = ("hvf", "kvm", "tcg")
+
+
+@dataclass(frozen=True)
+class HostInfo:
+    """The facts the QEMU command line depends on (so it can stay a pure function)."""
+
+    system: str  # "darwin" or "linux"
+    arch: str  # guest arch matching the host: "x86_64" or "aarch64"
+    accel: str  # "hvf", "kvm" or "tcg"
+    firmware: Path | None = None  # UEFI code for aarch64 guests; None on x86_64 (SeaBIOS)
+
+
+def qemu_binary(arch: str) -> str:
+    """qemu-system-<arch>, or a clear error that says how to install it."""
+    name = f"qemu-system-{arch}"
+    found = shutil.which(name)
+    if not found:
+        hint = "brew install qemu" if sys.platform == "darwin" else f"apt install {_deb(arch)}"
+        raise AqError(f"{name} was not found", hint=f"install QEMU ({hint})")
+    return found
+
+
+def _deb(arch: str) -> str:
+    return "qemu-system-x86" if arch == "x86_64" else "qemu-system-arm"
+
+
+def kvm_usable() -> bool:
+    """Whether this process may open /dev/kvm for reading and writing."""
+    try:
+        fd = os.open("/dev/kvm", os.O_RDWR | os.O_CLOEXEC)
+    except OSError:
+        return False
+    os.close(fd)
+    return True
+
+
+def choose_accel(system: str, override: str | None = None, kvm: bool | None = None) -> str:
+    """hvf on macOS, KVM on Linux when /dev/kvm is usable, TCG otherwise.
+
+    `override` (from --accel or AQ_ACCEL) wins; it is checked, not trusted blindly.
+    """
+    override = override or os.environ.get("AQ_ACCEL") or None
+    if override:
+        override = override.lower()
+        if override not in ACCELERATORS:
+            raise InvalidInput(f"unknown accelerator {override!r}", hint="use one of hvf, kvm, tcg")
+        return override
+    if system == "darwin":
+        return "hvf"
+    if system.startswith("linux") and (kvm if kvm is not None else kvm_usable()):
+        return "kvm"
+    return "tcg"
+
+
+@cache
+def data_dirs(binary: str) -> tuple[Path, ...]:
+    """QEMU's own data directories, as `qemu-system-* -L help` lists them."""
+    try:
+        out = subprocess.run(
+            [binary, "-L", "help"], capture_output=True, text=True, timeout=20, check=False
+        ).stdout
+    except OSError:
+        return ()
+    return tuple(Path(line.strip()).resolve() for line in out.splitlines() if line.strip())
+
+
+def _descriptor_dirs(binary: str) -> list[Path]:
+    dirs = [d / "firmware" for d in data_dirs(binary)]
+    dirs += [Path("/etc/qemu/firmware"), Path("/usr/share/qemu/firmware")]
+    prefix = Path(binary).resolve().parent.parent
+    dirs.append(prefix / "share" / "qemu" / "firmware")
+    return dirs
+
+
+def find_uefi_firmware(binary: str, arch: str) -> Path | None:
+    """The UEFI code image for `arch`'s virt machine, from QEMU's firmware descriptors.
+
+    QEMU installs JSON descriptors (share/qemu/firmware/*.json) that name each firmware
+    file, its architecture and machines; Homebrew and Debian both ship them. Falls back
+    to well-known file names inside QEMU's data directories.
+    """
+    for folder in _descriptor_dirs(binary):
+        if not folder.is_dir():
+            continue
+        for desc in sorted(folder.glob("*.json")):
+            path = _match_descriptor(desc, arch)
+            if path is not None:
+                return path
+    names = {
+        "aarch64": ["edk2-aarch64-code.fd", "AAVMF_CODE.fd", "QEMU_EFI.fd"],
+        "x86_64": ["edk2-x86_64-code.fd", "OVMF_CODE.fd"],
+    }[arch]
+    for folder in data_dirs(binary):
+        for name in names:
+            for candidate in (folder / name, folder.parent / "AAVMF" / name):
+                if candidate.is_file():
+                    return candidate
+    return None
+
+
+def _match_descriptor(desc: Path, arch: str) -> Path | None:
+    try:
+        data = json.loads(desc.read_text())
+    except (OSError, ValueError):
+        return None
+    if "uefi" not in data.get("interface-types", []):
+        return None
+    if any("secure-boot" in f or "enrolled-keys" in f for f in data.get("features", [])):
+        return None
+    targets = data.get("targets", [])
+    if not any(t.get("architecture") == arch for t in targets):
+        return None
+    mapping = data.get("mapping", {})
+    filename = (mapping.get("executable") or {}).get("filename") or mapping.get("filename")
+    if filename and Path(filename).is_file():
+        return Path(filename)
+    return None
+
+
+def detect(accel: str | None = None) -> HostInfo:
+    """Inspect this host: OS, matching guest arch, accelerator and firmware."""
+    arch = host.guest_arch()
+    system = "darwin" if sys.platform == "darwin" else "linux"
+    chosen = choose_accel(system, accel)
+    firmware = None
+    if arch == "aarch64":
+        binary = qemu_binary(arch)
+        firmware = find_uefi_firmware(binary, arch)
+        if firmware is None:
+            raise AqError(
+                "no UEFI firmware for aarch64 was found in QEMU's installation",
+                hint="install QEMU's firmware (brew install qemu; apt install qemu-efi-aarch64)",
+            )
+    return HostInfo(system=system, arch=arch, accel=chosen, firmware=firmware)

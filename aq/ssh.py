@@ -1,0 +1,96 @@
+"""`aq ssh`: the system's ssh client, aimed at a VM's forwarded SSH port.
+
+Host keys are checked, not ignored: aq reads the guest's host key over the command
+channel (no network involved, so it cannot be spoofed), records it for that VM, and
+runs ssh with strict checking against that record. aq's own key (made once per aq
+home) is put in root's authorized_keys over the same channel before connecting.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+from aq import sshkeys
+from aq.errors import AqError
+from aq.guest import channel
+from aq.paths import VmFiles
+
+HOST_KEY_FILES = (
+    "/etc/ssh/ssh_host_ed25519_key.pub",
+    "/etc/ssh/ssh_host_ecdsa_key.pub",
+    "/etc/ssh/ssh_host_rsa_key.pub",
+)
+
+
+def alias(name: str) -> str:
+    """The name under which a VM's host key is recorded (ports may change; names do not)."""
+    return f"aq-{name}"
+
+
+def known_hosts_line(name: str, host_key: str) -> str:
+    kind, key = host_key.split()[:2]
+    return f"{alias(name)} {kind} {key}\n"
+
+
+def command(
+    name: str, port: int, key: Path, known_hosts: Path, remote: Sequence[str] = ()
+) -> list[str]:
+    """The ssh command line: strict host-key checking against the VM's own record."""
+    argv = [
+        shutil.which("ssh") or "ssh",
+        "-i",
+        str(key),
+        "-p",
+        str(port),
+        "-o",
+        "IdentitiesOnly=yes",
+        "-o",
+        f"UserKnownHostsFile={known_hosts}",
+        "-o",
+        "StrictHostKeyChecking=yes",
+        "-o",
+        f"HostKeyAlias={alias(name)}",
+        "-o",
+        "LogLevel=ERROR",
+        "root@127.0.0.1",
+    ]
+    if remote:
+        argv += ["--", *remote]
+    return argv
+
+
+def read_host_key(files: VmFiles) -> str:
+    """The guest's SSH host public key, read over the command channel."""
+    script = (
+        "for f in " + " ".join(HOST_KEY_FILES) + '; do [ -r "$f" ] && exec cat "$f"; done; exit 3'
+    )
+    status, out, _ = channel.capture(files, ["sh", "-c", script], timeout=60)
+    if status != 0 or not out.strip():
+        raise AqError(
+            "the VM has no SSH host key (is sshd installed and started?)",
+            hint="install it in the guest: aq exec NAME -- sh -c 'apk add openssh && "
+            "rc-update add sshd && rc-service sshd start'",
+        )
+    return out.decode().strip().splitlines()[0]
+
+
+def authorize(files: VmFiles, public_key: str) -> None:
+    """Make sure root in the guest accepts `public_key`."""
+    script = (
+        "mkdir -p /root/.ssh && chmod 700 /root/.ssh && touch /root/.ssh/authorized_keys && "
+        'grep -qxF "$1" /root/.ssh/authorized_keys || echo "$1" >> /root/.ssh/authorized_keys'
+    )
+    status, _, err = channel.capture(files, ["sh", "-c", script, "sh", public_key], timeout=60)
+    if status != 0:
+        raise AqError(f"could not authorize aq's key in the VM: {err.decode().strip()}")
+
+
+def prepare(files: VmFiles, name: str, recorded: str | None) -> tuple[Path, str]:
+    """aq's key authorized and the host key recorded; return the key and the host key."""
+    key = sshkeys.aq_key()
+    authorize(files, key.with_name(key.name + ".pub").read_text().strip())
+    host_key = recorded or read_host_key(files)
+    files.known_hosts.write_text(known_hosts_line(name, host_key))
+    return key, host_key

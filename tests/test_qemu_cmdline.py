@@ -1,0 +1,147 @@
+"""The QEMU command line is a pure function of the VM record and the host: table tests."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pytest
+
+from aq import machine
+from aq.paths import VmFiles
+from aq.qemu import cmdline
+from aq.qemu.hostinfo import HostInfo, choose_accel
+from aq.store.models import PortForward, Vm
+
+FW = Path("/opt/homebrew/share/qemu/edk2-aarch64-code.fd")
+HOSTS = {
+    "mac-arm": HostInfo("darwin", "aarch64", "hvf", FW),
+    "mac-intel": HostInfo("darwin", "x86_64", "hvf"),
+    "linux-kvm": HostInfo("linux", "x86_64", "kvm"),
+    "linux-tcg": HostInfo("linux", "x86_64", "tcg"),
+    "linux-arm-tcg": HostInfo("linux", "aarch64", "tcg", FW),
+}
+
+
+def _vm() -> Vm:
+    vm = Vm(
+        name="web",
+        cpus=2,
+        memory_mib=1024,
+        disk_path="/h/vms/web/disk.qcow2",
+        mac="52:54:00:12:34:56",
+        arch="x86_64",
+        state="created",
+        disk_size=1,
+    )
+    vm.forwards = [
+        PortForward(protocol="tcp", host_addr="127.0.0.1", host_port=2222, guest_port=22),
+        PortForward(protocol="udp", host_addr="0.0.0.0", host_port=5353, guest_port=53),
+    ]
+    return vm
+
+
+def _argv(host: str) -> list[str]:
+    return machine.argv(_vm(), VmFiles(Path("/h/vms/web")), HOSTS[host])
+
+
+def _pairs(argv: list[str]) -> list[tuple[str, str]]:
+    return [(a, b) for a, b in itertools.pairwise(argv) if a.startswith("-")]
+
+
+@pytest.mark.parametrize(
+    ("host", "binary", "machine_arg", "accel", "cpu"),
+    [
+        ("mac-arm", "qemu-system-aarch64", "virt,highmem=on", "hvf", "host"),
+        ("mac-intel", "qemu-system-x86_64", "pc", "hvf", "host"),
+        ("linux-kvm", "qemu-system-x86_64", "pc", "kvm", "host"),
+        ("linux-tcg", "qemu-system-x86_64", "pc", "tcg", None),
+        ("linux-arm-tcg", "qemu-system-aarch64", "virt,highmem=on", "tcg", "max"),
+    ],
+)
+def test_machine_accel_cpu_per_host(host, binary, machine_arg, accel, cpu) -> None:
+    argv = _argv(host)
+    pairs = dict(_pairs(argv))
+    assert argv[0] == binary
+    assert pairs["-machine"] == machine_arg
+    assert pairs["-accel"] == accel
+    assert pairs.get("-cpu") == cpu
+
+
+def test_firmware_only_for_arm() -> None:
+    assert ("-bios", str(FW)) in _pairs(_argv("mac-arm"))
+    assert "-bios" not in _argv("linux-tcg")
+
+
+def test_vm_devices_and_channels() -> None:
+    argv = _argv("linux-tcg")
+    joined = " ".join(argv)
+    pairs = _pairs(argv)
+    assert ("-smp", "2") in pairs and ("-m", "1024") in pairs
+    assert ("-device", "virtio-net-pci,netdev=net0,mac=52:54:00:12:34:56") in pairs
+    netdev = dict(pairs)["-netdev"]
+    assert "hostfwd=tcp:127.0.0.1:2222-:22" in netdev
+    assert "hostfwd=udp:0.0.0.0:5353-:53" in netdev
+    assert "file=/h/vms/web/disk.qcow2,format=qcow2" in joined
+    assert "path=/h/vms/web/console.sock,server=on,wait=off" in joined
+    assert "logfile=/h/vms/web/console.log,logappend=on" in joined
+    assert "path=/h/vms/web/qmp.sock" in joined and "chardev=qmp,mode=control" in joined
+    assert ("-pidfile", "/h/vms/web/qemu.pid") in pairs and "-daemonize" in argv
+    assert ("-device", "pvpanic-pci") in pairs and ("-action", "panic=pause") in pairs
+    assert joined.count("virtserialport") == 24
+    assert "name=aq.exec.7.err" in joined
+    assert ("-fw_cfg", "name=opt/aq/agent,file=/h/vms/web/guest-agent.sh") in pairs
+    assert ("-display", "none") in pairs
+
+
+def test_installer_boots_iso_kernel() -> None:
+    spec = cmdline.MachineSpec(
+        name="aq-installer",
+        cpus=1,
+        memory_mib=1024,
+        disks=[(Path("/w/d.qcow2"), "qcow2")],
+        sockets=cmdline.Sockets(console=Path("/w/c.sock"), console_log=Path("/w/c.log")),
+        cdrom=Path("/i/alpine.iso"),
+        kernel=Path("/w/vmlinuz"),
+        initrd=Path("/w/initramfs"),
+        append="modules=loop quiet console=ttyS0,115200",
+        no_reboot=True,
+    )
+    x86 = cmdline.build(spec, HOSTS["linux-tcg"])
+    pairs = _pairs(x86)
+    assert ("-kernel", "/w/vmlinuz") in pairs and ("-initrd", "/w/initramfs") in pairs
+    assert ("-append", "modules=loop quiet console=ttyS0,115200") in pairs
+    assert any("media=cdrom" in b and "/i/alpine.iso" in b for _, b in pairs)
+    assert "-no-reboot" in x86 and "-daemonize" not in x86 and "-pidfile" not in x86
+    arm = " ".join(cmdline.build(spec, HOSTS["mac-arm"]))
+    assert "scsi-cd" in arm and "-bios" in arm
+
+
+@pytest.mark.parametrize(
+    ("system", "override", "kvm", "expected"),
+    [
+        ("darwin", None, False, "hvf"),
+        ("linux", None, True, "kvm"),
+        ("linux", None, False, "tcg"),
+        ("linux", "tcg", True, "tcg"),
+        ("darwin", "TCG", False, "tcg"),
+    ],
+)
+def test_choose_accel(monkeypatch, system, override, kvm, expected) -> None:
+    monkeypatch.delenv("AQ_ACCEL", raising=False)
+    assert choose_accel(system, override, kvm=kvm) == expected
+
+
+def test_accel_from_environment(monkeypatch) -> None:
+    monkeypatch.setenv("AQ_ACCEL", "tcg")
+    assert choose_accel("linux", None, kvm=True) == "tcg"
+    monkeypatch.setenv("AQ_ACCEL", "xen")
+    from aq.errors import InvalidInput
+
+    with pytest.raises(InvalidInput):
+        choose_accel("linux", None, kvm=True)
+
+
+def test_serial_device() -> None:
+    assert cmdline.serial_device("x86_64") == "ttyS0"
+    assert cmdline.serial_device("aarch64") == "ttyAMA0"
