@@ -5,6 +5,10 @@
 # Each slot is three virtio-serial ports: aq.exec.N.ctl (control, both ways),
 # aq.exec.N.out and aq.exec.N.err (the command's raw stdout and stderr). The protocol
 # is described in aq/guest/channel.py, which is the host side.
+#
+# Concurrency uses pipelines rather than `&` wherever a command will run: a shell
+# without job control makes `&` jobs ignore SIGINT for good, and Ctrl-C on the host
+# must reach the guest command.
 SLOTS=@SLOTS@
 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 HOME=/root
@@ -23,43 +27,62 @@ port() {
 	return 1
 }
 
+take() {
+	# Exactly $1 bytes from stdin to stdout. dd reads the whole block before writing
+	# and has no buffer of its own, so a frame is consumed whole even when the writing
+	# fails, and the next frame is never swallowed (head -c may).
+	[ "$1" -gt 0 ] && dd bs="$1" count=1 iflag=fullblock 2>/dev/null
+}
+
 bytes() {
 	n=$(sed -n 's/^\([0-9][0-9]*\) bytes.*/\1/p' "$1" 2>/dev/null)
 	echo "${n:-0}"
 }
 
+group() {
+	cat "$dir/pid" 2>/dev/null
+}
+
+feed() {
+	# stdin is the control port: stdin frames go to stdout (the command's stdin),
+	# signals to the command's process group.
+	read -r me _ </proc/self/stat
+	echo "$me" >"$dir/feeder"
+	while read -r kind arg; do
+		case $kind in
+		D) take "$arg" ;;
+		E) exec >&- ;;
+		K) pgid=$(group) && kill -s "$arg" "-$pgid" 2>/dev/null ;;
+		esac
+	done
+	# The host went away: stop the command and the pumps (their writes would block
+	# until the next host connects), and say nothing more on this slot.
+	: >"$dir/gone"
+	pgid=$(group) && kill -s KILL "-$pgid" 2>/dev/null
+	kill -s KILL "$opump" "$epump" 2>/dev/null
+}
+
+launch() {
+	# The command, in a session and process group of its own, from /root.
+	sh -c 'echo $$ >"$2/pid"; cd /root && exec setsid sh -c "$1"' sh "$1" "$dir" \
+		>"$dir/out" 2>"$dir/err"
+	status=$?
+	# The feeder writes its pid as it starts; a very quick command may beat it.
+	until [ -s "$dir/feeder" ]; do sleep 0.05; done
+	kill "$(cat "$dir/feeder")" 2>/dev/null
+	return $status
+}
+
 run() {
-	# $1 is the shell command line to run; stdin frames and signals keep arriving on fd 3.
 	dir=$(mktemp -d /tmp/aq-exec.XXXXXX) || return 1
-	mkfifo "$dir/in" "$dir/out" "$dir/err"
-	(cd /root && exec setsid sh -c "$1") <"$dir/in" >"$dir/out" 2>"$dir/err" &
-	cmd=$!
+	mkfifo "$dir/out" "$dir/err"
 	dd if="$dir/out" bs=65536 2>"$dir/out.stat" >&5 &
 	opump=$!
 	dd if="$dir/err" bs=65536 2>"$dir/err.stat" >&6 &
 	epump=$!
-	(
-		# fd 7 keeps a reader on the stdin pipe, so stdin frames sent after the command
-		# stopped reading never kill this reader; closing fd 4 is the command's EOF.
-		exec 4>"$dir/in" 7<"$dir/in"
-		while read -r kind arg <&3; do
-			case $kind in
-			D) head -c "$arg" <&3 >&4 ;;
-			E) exec 4>&- ;;
-			K) kill -s "$arg" -- "-$cmd" 2>/dev/null || kill -s "$arg" "$cmd" 2>/dev/null ;;
-			esac
-		done
-		# The host went away: stop the command and the pumps (their writes would block
-		# until the next host connects), and say nothing more on this slot.
-		: >"$dir/gone"
-		kill -s KILL -- "-$cmd" 2>/dev/null
-		kill -s KILL "$opump" "$epump" 2>/dev/null
-	) &
-	reader=$!
-	wait "$cmd"
+	feed <&3 | launch "$1"
 	status=$?
 	wait "$opump" "$epump"
-	kill "$reader" 2>/dev/null
 	if [ ! -e "$dir/gone" ]; then
 		printf 'R %s %s %s\n' "$status" "$(bytes "$dir/out.stat")" "$(bytes "$dir/err.stat")" >&3
 	fi
@@ -81,7 +104,7 @@ session() {
 			printf 'AQ%s\n' "$arg" >&6
 			echo "S $arg" >&3
 			if read -r kind len <&3 && [ "$kind" = X ]; then
-				run "$(head -c "$len" <&3)"
+				run "$(take "$len" <&3)"
 			fi
 			exec 5>&- 6>&-
 			break
@@ -92,7 +115,12 @@ session() {
 	return 0
 }
 
-for slot in $(seq 0 $((SLOTS - 1))); do
-	(while :; do session "$slot" || sleep 5; done) &
-done
-wait
+serve() {
+	exec </dev/null >/dev/null
+	while :; do
+		session "$1" || sleep 5
+	done
+}
+
+# One pipeline member per slot: all run at once, none with SIGINT ignored.
+eval "$(seq 0 $((SLOTS - 1)) | sed 's/.*/serve &/' | tr '\n' '|' | sed 's/|$//')"

@@ -29,6 +29,7 @@ import contextlib
 import fcntl
 import os
 import secrets
+import select
 import selectors
 import shlex
 import signal
@@ -47,6 +48,7 @@ from aq.paths import VmFiles, short_socket_path
 SLOTS = 8
 STREAMS = ("ctl", "out", "err")
 CHUNK = 65536
+FRAME_MAX = 1 << 20  # stdin bytes per frame: each frame costs the guest one dd process
 TIMEOUT_EXIT = 124  # as timeout(1) does
 
 
@@ -275,9 +277,22 @@ class _Session:
                 self.out.expected = out_bytes
                 self.err.expected = err_bytes
 
-    def _on_stdin(self) -> None:
+    def _on_stdin(self, never_blocks: bool) -> None:
+        """Send what stdin has now (up to FRAME_MAX) as one frame, or EOF."""
         assert self.options.stdin is not None
-        data = os.read(self.options.stdin.fileno(), CHUNK)
+        fd = self.options.stdin.fileno()
+        if never_blocks:
+            data = os.read(fd, FRAME_MAX)
+        else:
+            parts = [os.read(fd, CHUNK)]
+            size = len(parts[0])
+            while parts[-1] and size < FRAME_MAX and select.select([fd], [], [], 0)[0]:
+                parts.append(os.read(fd, min(CHUNK, FRAME_MAX - size)))
+                size += len(parts[-1])
+            data = b"".join(parts)
+            if data and not parts[-1]:
+                self.send(b"D %d\n" % len(data) + data)
+                data = b""
         if data:
             self.send(b"D %d\n" % len(data) + data)
         else:
@@ -317,7 +332,7 @@ class _Session:
                         self.selector.unregister(stdin)
                     stdin_registered = wanted
             elif stdin_regular and self._stdin_wanted():
-                self._on_stdin()  # a regular file is always readable
+                self._on_stdin(never_blocks=True)
             events = selectors.EVENT_READ | (selectors.EVENT_WRITE if self.outgoing else 0)
             self.selector.modify(held.ctl, events, "ctl")
             wait = 0.5
@@ -338,7 +353,7 @@ class _Session:
                     if mask & selectors.EVENT_READ:
                         self._on_ctl(argv_line)
                 elif key.data == "stdin":
-                    self._on_stdin()
+                    self._on_stdin(never_blocks=False)
                 else:
                     key.data.on_readable()
                     if key.data.closed:
