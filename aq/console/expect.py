@@ -157,7 +157,14 @@ class Console:
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)
 
-    def sendline(self, text: str) -> None:
+    def note(self, text: str) -> None:
+        """Record in the transcript what aq did (the guest's echo is turned off)."""
+        self._log.write(f"\n[aq] {text}\n".encode())
+        self._log.flush()
+
+    def sendline(self, text: str, quiet: bool = False) -> None:
+        if not quiet:
+            self.note(f"> {text}")
         self.send(text.encode() + b"\r")
 
     # Shell-level helpers, for a root shell on the console.
@@ -171,18 +178,22 @@ class Console:
         self.sendline(f"export PS1='{PROMPT.decode()}'; stty -echo cols 200 2>/dev/null")
         self.run("true", timeout=60)
 
-    def run(self, command: str, timeout: float, what: str | None = None) -> tuple[int, str]:
+    def run(
+        self, command: str, timeout: float, what: str | None = None, quiet: bool = False
+    ) -> tuple[int, str]:
         """Run one shell command line; return its exit status and output."""
         token = secrets.token_hex(4)
-        self.sendline(f"{command}; printf 'AQ-RC:%s:%s\\n' {token} $?")
+        if not quiet:
+            self.note(f"> {command}")
+        self.sendline(f"{command}; printf 'AQ-RC:%s:%s\\n' {token} $?", quiet=True)
         marker = re.compile(rb"AQ-RC:" + token.encode() + rb":(\d+)\n")
         match = self.expect([marker], timeout, what or f"finish `{command[:60]}`")
         output = match.string[: match.start()].decode(errors="replace")
         return int(match.group(1)), output
 
-    def check(self, command: str, timeout: float, what: str) -> str:
+    def check(self, command: str, timeout: float, what: str, quiet: bool = False) -> str:
         """Run a command that must succeed; raise with the transcript if it does not."""
-        status, output = self.run(command, timeout, what)
+        status, output = self.run(command, timeout, what, quiet)
         if status != 0:
             raise ConsoleError(
                 f"the guest could not {what} (exit status {status}); last console lines:\n"
@@ -195,10 +206,14 @@ class Console:
         encoded = base64.b64encode(content).decode()
         lines = [encoded[i : i + 76] for i in range(0, len(encoded), 76)] or [""]
         tmp = f"{path}.aq-b64"
-        self.check(f": > {tmp}", 30, f"create {tmp}")
+        self.note(f"writing {path} ({len(content)} bytes, base64 over the console)")
+        self.check(f": > {tmp}", 30, f"create {tmp}", quiet=True)
         for start in range(0, len(lines), 8):
             chunk = " ".join(lines[start : start + 8])
-            self.check(f"printf '%s\\n' {chunk} >> {tmp}", 30, f"write {path}")
+            self.check(f"printf '%s\\n' {chunk} >> {tmp}", 30, f"write {path}", quiet=True)
         self.check(
-            f"base64 -d {tmp} > {path} && rm {tmp} && chmod {mode:o} {path}", 30, f"write {path}"
+            f"base64 -d {tmp} > {path} && rm {tmp} && chmod {mode:o} {path}",
+            30,
+            f"write {path}",
+            quiet=True,
         )

@@ -92,10 +92,9 @@ def _converse(con: Console, release: ReleaseInfo, host: HostInfo, t: Timeouts, p
         con.write_file(f"/tmp/aq/{name}", (GUEST_FILES / name).read_bytes(), 0o755)
     progress.step(f"installing Alpine {release.version} with setup-alpine")
     token = "setup"
-    con.sendline(
-        "ERASE_DISKS=/dev/vda setup-alpine -e -f /tmp/aq/answers; "
-        f"printf 'AQ-RC:%s:%s\\n' {token} $?"
-    )
+    command = "ERASE_DISKS=/dev/vda setup-alpine -e -f /tmp/aq/answers"
+    con.note(f"> {command}")
+    con.sendline(f"{command}; printf 'AQ-RC:%s:%s\\n' {token} $?", quiet=True)
     done = re.compile(rb"AQ-RC:setup:(\d+)\n")
     question = re.compile(rb"\(y/n\) \[[yn]\]:? ?$", re.M)
     while True:
