@@ -9,19 +9,19 @@ the others wait for the result.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
 from aq import host, paths
 from aq.errors import Offline, VerificationFailed
 from aq.images import catalog, releases
-from aq.images.download import download, part_path
-from aq.images.http import fetch
-from aq.images.releases import ReleaseInfo
-from aq.images.verify import check_sha256, check_signature
 from aq.progress import Progress
 from aq.store.db import reading, writing
 from aq.store.models import Image
+
+if TYPE_CHECKING:
+    from aq.images.releases import ReleaseInfo
 
 
 def _existing(kind: str, version: str, arch: str) -> Image | None:
@@ -51,6 +51,10 @@ def ensure_iso(release: ReleaseInfo, progress: Progress) -> Image:
     matches the release's and its OpenPGP signature verifies; a bad file is deleted
     and nothing is recorded.
     """
+    from aq.images.download import download, part_path
+    from aq.images.http import fetch
+    from aq.images.verify import check_sha256, check_signature
+
     found = _existing("iso", release.version, release.arch)
     if found is not None:
         return found

@@ -13,7 +13,6 @@ from sqlalchemy import select
 
 from aq import config
 from aq.errors import AqError
-from aq.images.http import fetch
 from aq.store.db import reading, writing
 from aq.store.models import Release, utcnow
 
@@ -103,6 +102,8 @@ def cached(arch: str) -> ReleaseInfo | None:
 
 def refresh(arch: str) -> ReleaseInfo:
     """Ask the mirror for the latest release for `arch` and cache the answer."""
+    from aq.images.http import fetch
+
     mirror = config.get("mirror") or config.DEFAULT_MIRROR
     info = parse_index(fetch(index_url(mirror, arch)).decode(), mirror, arch)
     with writing() as session:
