@@ -84,6 +84,7 @@ EXIT_CODES: dict[int, str] = {
     6: "the Alpine mirror cannot be reached",
     7: "a download failed its checksum or signature check",
     8: "the guest did not answer in time",
+    124: "aq exec --timeout: the command was killed when its time ran out",
     EXEC_FAILURE: "aq exec / aq ssh: aq itself failed (the guest command's own status "
     "is passed through otherwise)",
 }

@@ -74,7 +74,8 @@ if [ -n "$pkgs" ]; then
 	say "installing$pkgs"
 	cp /etc/resolv.conf "$mnt/etc/resolv.conf" 2>/dev/null || true
 	mount -t proc proc "$mnt/proc"
-	chroot "$mnt" apk add --no-progress $pkgs
+	# Not fatal: without them a VM still works, its root just does not grow.
+	chroot "$mnt" apk add --no-progress $pkgs || say "warning: could not install$pkgs"
 	umount "$mnt/proc"
 fi
 
@@ -113,6 +114,18 @@ fi
 # 8. Each VM gets its own SSH host keys and machine id at first boot.
 rm -f "$mnt"/etc/ssh/ssh_host_*
 [ -f "$mnt/etc/machine-id" ] && : > "$mnt/etc/machine-id"
+
+# 9. OpenRC's dependency cache, made once here rather than at every new VM's first
+# boot: OpenRC copies /var/cache/rc into /run/openrc at boot (what its savecache
+# service saves at shutdown) and rebuilds the tree only when it is stale.
+mkdir -p "$mnt/run/openrc"
+if chroot "$mnt" rc-update -u > /dev/null 2>&1 && [ -f "$mnt/run/openrc/deptree" ]; then
+	mkdir -p "$mnt/var/cache/rc"
+	for f in deptree depconfig; do
+		[ -f "$mnt/run/openrc/$f" ] && cp -p "$mnt/run/openrc/$f" "$mnt/var/cache/rc/"
+	done
+fi
+rm -rf "$mnt/run/openrc"
 
 sync
 for m in $(awk -v m="$mnt" '$2 == m || index($2, m "/") == 1 { print $2 }' /proc/mounts | sort -r); do
