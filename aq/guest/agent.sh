@@ -103,9 +103,11 @@ session() {
 			printf 'AQ%s\n' "$arg" >&5
 			printf 'AQ%s\n' "$arg" >&6
 			echo "S $arg" >&3
-			if read -r kind len <&3 && [ "$kind" = X ]; then
-				run "$(take "$len" <&3)"
-			fi
+			# The host repeats its S until it hears back (an S that arrives while
+			# the previous session closes the port is discarded); skip the repeats.
+			kind=
+			while read -r kind len <&3 && [ "$kind" = S ]; do kind=; done
+			[ "$kind" = X ] && run "$(take "$len" <&3)"
 			exec 5>&- 6>&-
 			break
 			;;

@@ -50,6 +50,8 @@ STREAMS = ("ctl", "out", "err")
 CHUNK = 65536
 FRAME_MAX = 1 << 20  # stdin bytes per frame: each frame costs the guest one dd process
 TIMEOUT_EXIT = 124  # as timeout(1) does
+START_REPEAT = 1.0  # seconds between repeats of an unanswered session start
+START_WAIT = 120.0  # seconds before an unanswered session start is an error
 
 
 class ChannelError(AqError):
@@ -320,7 +322,23 @@ class _Session:
         if self.options.timeout is not None:
             deadline = time.monotonic() + self.options.timeout
         timed_out = False
+        start_sent = time.monotonic()
+        give_up = start_sent + START_WAIT
         while not self._done():
+            if not self.started:
+                if self.signals:
+                    # Nothing runs in the guest yet: stop here rather than wait for it.
+                    raise KeyboardInterrupt
+                if time.monotonic() > give_up:
+                    raise GuestTimeout(
+                        f"the guest's command agent did not answer within {START_WAIT:.0f}s",
+                        hint="the guest may be overloaded or hung; see `aq console NAME`",
+                    )
+                if time.monotonic() - start_sent > START_REPEAT:
+                    # An S that reaches the guest while the slot's previous session
+                    # closes its port is discarded there; the agent skips repeats.
+                    self.send(f"S {self.nonce}\n".encode())
+                    start_sent = time.monotonic()
             while self.signals and self.started:
                 self.send(f"K {self.signals.pop(0)}\n".encode())
             if stdin is not None and not stdin_regular:

@@ -1,0 +1,138 @@
+"""The command channel's host side against a scripted stand-in for the guest agent.
+
+The real agent is exercised end to end in tests/test_e2e_guest.py; these tests pin down
+protocol corner cases that a real guest hits only by timing.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import selectors
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from aq.guest import channel
+from aq.paths import VmFiles, short_socket_path
+
+
+class FakeGuest:
+    """Listens on every slot's sockets as QEMU does; `script` plays the agent."""
+
+    def __init__(self, root: Path, script: Callable[[dict[str, socket.socket]], None]) -> None:
+        root.mkdir(parents=True, exist_ok=True)
+        self.files = VmFiles(root)
+        self.listeners: dict[tuple[int, str], socket.socket] = {}
+        for number in range(channel.SLOTS):
+            for stream in channel.STREAMS:
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                sock.bind(short_socket_path(self.files.exec_socket(number, stream)))
+                sock.listen(1)
+                self.listeners[number, stream] = sock
+        self.script = script
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        ready: dict[int, dict[str, socket.socket]] = {}
+        try:
+            # The host takes the first free slot from its pid; wait on all of them.
+            conns: dict[str, socket.socket] = {}
+            sel = selectors.DefaultSelector()
+            for key, sock in self.listeners.items():
+                sel.register(sock, selectors.EVENT_READ, key)
+            while len(conns) < len(channel.STREAMS):
+                for key, _ in sel.select(10):
+                    number, stream = key.data
+                    conn, _ = key.fileobj.accept()
+                    ready.setdefault(number, {})[stream] = conn
+                    if len(ready[number]) == len(channel.STREAMS):
+                        conns = ready[number]
+            sel.close()
+            self.script(conns)
+        except BaseException as err:  # reported by the test
+            self.error = err
+
+    def close(self) -> None:
+        self.thread.join(10)
+        for sock in self.listeners.values():
+            sock.close()
+        if self.error:
+            raise self.error
+
+
+def _read_line(sock: socket.socket) -> bytes:
+    line = b""
+    while not line.endswith(b"\n"):
+        byte = sock.recv(1)
+        assert byte, "host closed the control socket"
+        line += byte
+    return line.rstrip(b"\n")
+
+
+def _agent_that_misses_the_first_start(conns: dict[str, socket.socket]) -> None:
+    ctl = conns["ctl"]
+    first = _read_line(ctl)
+    assert first.startswith(b"S ")  # lost, as when it lands on a closing port
+    again = _read_line(ctl)
+    assert again == first, "the host must repeat the same start"
+    nonce = first.split()[1]
+    conns["out"].sendall(b"stale bytes from an earlier session AQ" + nonce + b"\n")
+    conns["err"].sendall(b"AQ" + nonce + b"\n")
+    ctl.sendall(b"S " + nonce + b"\n")
+    line = _read_line(ctl)
+    while line.startswith(b"S "):  # repeats sent before our answer arrived
+        line = _read_line(ctl)
+    kind, size = line.split()
+    assert kind == b"X"
+    command = b""
+    while len(command) < int(size):
+        command += ctl.recv(int(size) - len(command))
+    assert command == b"echo 'a b'"
+    assert _read_line(ctl) == b"E"
+    conns["out"].sendall(b"a b\n")
+    ctl.sendall(b"R 0 4 0\n")
+
+
+def test_a_lost_session_start_is_repeated(aq_home: Path) -> None:
+    guest = FakeGuest(aq_home / "vm", _agent_that_misses_the_first_start)
+    out, err = io.BytesIO(), io.BytesIO()
+    status = channel.run(
+        guest.files, ["echo", "a b"], channel.ExecOptions(None, out, err, timeout=30)
+    )
+    guest.close()
+    assert (status, out.getvalue(), err.getvalue()) == (0, b"a b\n", b"")
+
+
+def test_an_agent_that_never_answers_is_a_timeout(aq_home: Path, monkeypatch) -> None:
+    monkeypatch.setattr(channel, "START_WAIT", 1.5)
+    held = threading.Event()
+
+    def silent(conns: dict[str, socket.socket]) -> None:
+        held.wait(10)
+
+    guest = FakeGuest(aq_home / "vm", silent)
+    with pytest.raises(channel.GuestTimeout, match="did not answer"):
+        channel.run(guest.files, ["true"], channel.ExecOptions(None, io.BytesIO(), io.BytesIO()))
+    held.set()
+    guest.close()
+
+
+def test_a_signal_before_the_guest_answers_stops_at_once(aq_home: Path) -> None:
+    held = threading.Event()
+    guest = FakeGuest(aq_home / "vm", lambda conns: held.wait(10))
+    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGTERM))
+    timer.start()
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        channel.run(guest.files, ["true"], channel.ExecOptions(None, io.BytesIO(), io.BytesIO()))
+    assert time.monotonic() - started < 5
+    held.set()
+    guest.close()
