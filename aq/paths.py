@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,27 @@ def make_private_dir(path: Path) -> Path:
     if path.stat().st_mode & 0o077:
         path.chmod(0o700)
     return path
+
+
+PRIVATE_UMASK = 0o077  # for QEMU: its sockets, pid file and logs, owner only
+
+
+def open_private(path: Path, append: bool = False):
+    """Open `path` for binary writing, created readable by the owner only (logs)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | (os.O_APPEND if append else os.O_TRUNC)
+    return os.fdopen(os.open(path, flags, 0o600), "ab" if append else "wb")
+
+
+def restrict_to_owner(folder: Path) -> None:
+    """Take group and other permissions off the files in `folder`: QEMU's daemon runs
+    with its own umask (027), so the sockets it binds would otherwise be group-readable."""
+    for entry in folder.iterdir():
+        try:
+            mode = entry.lstat().st_mode
+            if mode & 0o077 and not stat.S_ISLNK(mode):
+                entry.chmod(stat.S_IMODE(mode) & 0o700)
+        except FileNotFoundError:
+            pass
 
 
 def db_path() -> Path:

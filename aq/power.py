@@ -31,6 +31,7 @@ from aq.vm import find
 
 DEFAULT_BOOT_TIMEOUT = 300.0
 DEFAULT_STOP_TIMEOUT = 60.0
+CONSOLE_LOG_MAX = 4 << 20  # bytes; see _console_offset
 LOGIN = re.compile(rb"login: ?", re.M)
 
 
@@ -104,10 +105,20 @@ def _record_pid(vm_id: int, ident: process.Identity) -> None:
 
 
 def _console_offset(files: paths.VmFiles) -> int:
+    """Where this boot's console output will start in console.log.
+
+    A log past CONSOLE_LOG_MAX is first moved to console.log.1 (replacing the one
+    before), so a VM started many times keeps at most two logs' worth. The log is made
+    here, owner-only, and QEMU appends to it.
+    """
+    log = files.console_log
     try:
-        return files.console_log.stat().st_size
+        if log.stat().st_size > CONSOLE_LOG_MAX:
+            log.replace(log.with_name(log.name + ".1"))
     except FileNotFoundError:
-        return 0
+        pass
+    with paths.open_private(log, append=True) as handle:
+        return os.fstat(handle.fileno()).st_size
 
 
 def _saw_login(files: paths.VmFiles, offset: int) -> bool:
@@ -196,6 +207,7 @@ def start(
             ident = process.launch(argv, files.pidfile, files.cmdline, files.stderr)
         except process.LaunchError as err:
             raise _BootFailed(str(err)) from None
+        paths.restrict_to_owner(files.root)
         _record_pid(vm.id, ident)
         if not wait:
             with writing() as session:

@@ -24,7 +24,7 @@ from pathlib import Path
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from aq.errors import AqError, GuestTimeout
-from aq.paths import short_socket_path
+from aq.paths import open_private, short_socket_path
 
 ANSI = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]|\r")
 PROMPT = b"aq-console# "
@@ -53,7 +53,7 @@ class Console:
         self.sock = sock
         self.transcript = transcript
         self.buffer = b""
-        self._log = transcript.open("ab")
+        self._log = open_private(transcript, append=True)
 
     @classmethod
     def connect(

@@ -57,13 +57,14 @@ def _installer_cpus(host: HostInfo) -> int:
 
 
 def _start_qemu(argv: list[str], log: Path) -> subprocess.Popen:
-    with log.open("wb") as err:
+    with paths.open_private(log) as err:
         return subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,
             stdout=err,
             stderr=err,
             start_new_session=True,
+            umask=paths.PRIVATE_UMASK,
         )
 
 
@@ -152,7 +153,8 @@ def install_base(
         )
         argv = cmdline.build(spec, host)
         argv[0] = qemu_binary(host.arch)
-        (work / "qemu.cmdline").write_text(" ".join(argv) + "\n")
+        with paths.open_private(work / "qemu.cmdline") as out:
+            out.write((" ".join(argv) + "\n").encode())
         proc = _start_qemu(argv, work / "qemu.stderr")
 
         def why_dead() -> str | None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aq.errors import AqError
+from aq.paths import PRIVATE_UMASK, open_private
 
 START_TIME_SLACK = 2.0
 
@@ -94,11 +95,18 @@ def launch(argv: list[str], pidfile: Path, cmdline_file: Path, stderr_file: Path
     stderr are kept in the VM's folder for diagnosis.
     """
     pidfile.unlink(missing_ok=True)
-    cmdline_file.write_text(" ".join(_quote(a) for a in argv) + "\n")
-    with stderr_file.open("wb") as err:
+    with open_private(cmdline_file) as out:
+        out.write((" ".join(_quote(a) for a in argv) + "\n").encode())
+    with open_private(stderr_file) as err:
         try:
             code = subprocess.run(
-                argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err, timeout=120, check=False
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=err,
+                stderr=err,
+                timeout=120,
+                check=False,
+                umask=PRIVATE_UMASK,
             ).returncode
         except subprocess.TimeoutExpired:
             raise LaunchError("QEMU did not start within 120s", "") from None
