@@ -84,3 +84,83 @@ def aq_process(*args: str, env: dict | None = None, **kwargs) -> subprocess.Pope
         cwd=REPO,
         **kwargs,
     )
+
+
+# ---------------------------------------------------------------------------------------
+# End-to-end fixtures: real QEMU, real Alpine (see tests/e2e.py).
+
+VM_CPUS = "1"  # several vCPUs under TCG have ended in guest kernel panics on these hosts
+
+
+@pytest.fixture(scope="session")
+def mirror():
+    """The Alpine mirror the end-to-end tests install from, for the whole run."""
+    from tests.e2e import Mirror
+
+    real = os.environ.get("AQ_TEST_MIRROR")
+    if real:
+        yield Mirror(real.rstrip("/"), None)
+        return
+    from tests.mirror import build_mirror, start_server
+
+    tree = build_mirror()
+    server, url = start_server(tree.root)
+    try:
+        yield Mirror(url, str(tree.public_key), server, tree)
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def installed(tmp_path_factory, mirror):
+    """An aq home made by two concurrent first `aq new` runs: one base install."""
+    from tests.e2e import Home, stop_all_qemu, vm_env
+
+    path = tmp_path_factory.mktemp("aq-installed")
+    home = Home(path, vm_env(path, mirror))
+    before = mirror.server.count(".iso") if mirror.server else None
+    procs = [
+        home.popen(
+            "new",
+            name,
+            "--cpus",
+            VM_CPUS,
+            "--json",
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name in ("first-a", "first-b")
+    ]
+    home.notes["first"] = [(p.wait(timeout=1500), *p.communicate()) for p in procs]
+    if mirror.server:
+        home.notes["iso_downloads"] = mirror.server.count(".iso") - before
+    try:
+        yield home
+    finally:
+        stop_all_qemu(path)
+
+
+@pytest.fixture(scope="session")
+def shared_vm(installed):
+    """One running VM shared by the guest-access tests (stopped at the end)."""
+    from tests.e2e import stop_all_qemu
+
+    name = "shared"
+    port = _free_port()
+    installed.aq("new", name, "--cpus", VM_CPUS, "-p", f"{port}:8080")
+    installed.notes["shared_http_port"] = port
+    try:
+        installed.aq("start", name, "--timeout", "600")
+        yield name
+    finally:
+        installed.aq("stop", name, "--force", check=False)
+        stop_all_qemu(installed.path)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

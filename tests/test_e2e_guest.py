@@ -1,0 +1,322 @@
+"""Issue 6, end to end on one shared running VM: aq exec, aq console (pty and telnet),
+aq cp, and aq ssh's key and host-key handling."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pty
+import select
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.e2e import REPO
+
+pytestmark = [pytest.mark.vm, pytest.mark.timeout(900)]
+
+
+def test_exit_codes_and_separate_streams(installed, shared_vm) -> None:
+    for code in (0, 1, 42):
+        result = installed.aq(
+            "exec",
+            shared_vm,
+            "--",
+            "sh",
+            "-c",
+            f"echo out; echo err >&2; exit {code}",
+            check=False,
+        )
+        assert result.returncode == code
+        assert (result.stdout, result.stderr) == ("out\n", "err\n")
+
+
+def test_arguments_arrive_exactly(installed, shared_vm) -> None:
+    args = ["a b", "it's", '"q"', "$HOME", "`id`", "new\nline", "ünïcødé ☃", "", "*", "\\"]
+    out = installed.aq("exec", shared_vm, "--", "printf", "[%s]", *args).stdout
+    assert out == "".join(f"[{a}]" for a in args)
+
+
+def test_script_on_stdin(installed, shared_vm) -> None:
+    script = "x=41\necho $((x + 1))\necho done >&2\nexit 3\n"
+    result = installed.aq("exec", shared_vm, "--", "sh", "-s", input=script, check=False)
+    assert (result.returncode, result.stdout, result.stderr) == (3, "42\n", "done\n")
+
+
+def test_binary_100mb_round_trip(installed, shared_vm, tmp_path) -> None:
+    data = tmp_path / "random.bin"
+    with data.open("wb") as out:
+        for _ in range(100):
+            out.write(os.urandom(1 << 20))
+    expected = hashlib.sha256(data.read_bytes()).hexdigest()
+    with data.open("rb") as source:
+        proc = installed.popen(
+            "exec",
+            shared_vm,
+            "--",
+            "cat",
+            stdin=source,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        digest = hashlib.sha256()
+        size = 0
+        while block := proc.stdout.read(1 << 20):
+            digest.update(block)
+            size += len(block)
+        assert proc.wait(timeout=600) == 0, proc.stderr.read()
+    assert size == 100 << 20
+    assert digest.hexdigest() == expected
+    nul = installed.aq(
+        "exec", shared_vm, "--", "printf", "a\\000b\\377", check=True, text=False
+    ).stdout
+    assert nul == b"a\x00b\xff"
+
+
+def test_output_streams_as_it_comes(installed, shared_vm) -> None:
+    proc = installed.popen(
+        "exec",
+        shared_vm,
+        "--",
+        "sh",
+        "-c",
+        "echo first; sleep 5; echo second",
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    start = time.monotonic()
+    assert proc.stdout.readline() == "first\n"
+    assert time.monotonic() - start < 4.5  # before the command ended
+    assert proc.stdout.readline() == "second\n"
+    assert proc.wait(timeout=60) == 0
+
+
+def test_eight_concurrent_execs_keep_their_own_output(installed, shared_vm) -> None:
+    procs = {
+        i: installed.popen(
+            "exec",
+            shared_vm,
+            "--",
+            "sh",
+            "-c",
+            f"for j in 1 2 3 4 5; do echo job{i}-$j; echo err{i}-$j >&2; sleep 0.1; done; exit {i}",
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(1, 9)
+    }
+    for i, proc in procs.items():
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == i
+        assert out == "".join(f"job{i}-{j}\n" for j in range(1, 6))
+        assert err == "".join(f"err{i}-{j}\n" for j in range(1, 6))
+
+
+def test_ctrl_c_stops_the_guest_command(installed, shared_vm) -> None:
+    proc = installed.popen(
+        "exec", shared_vm, "--", "sleep", "300", stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    time.sleep(4)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=60) == 130
+    left = installed.aq("exec", shared_vm, "--", "pgrep", "-x", "sleep", check=False)
+    assert left.stdout.strip() == ""
+
+
+def test_timeout_bounds_a_hanging_command(installed, shared_vm) -> None:
+    start = time.monotonic()
+    result = installed.aq("exec", "--timeout", "3", shared_vm, "--", "sleep", "300", check=False)
+    assert result.returncode == 124
+    assert time.monotonic() - start < 60
+
+
+def test_exec_on_a_stopped_vm_is_a_clear_error(installed) -> None:
+    installed.aq("new", "idle", "--cpus", "1")
+    try:
+        result = installed.aq("exec", "idle", "--", "true", check=False)
+        assert result.returncode == 255
+        assert "it is created" in result.stderr and "aq start idle" in result.stderr
+    finally:
+        installed.aq("rm", "idle")
+
+
+def test_the_running_vms_sockets_and_logs_are_owner_only(installed, shared_vm) -> None:
+    folder = installed.path / "vms" / shared_vm
+    names = {entry.name: stat.S_IMODE(entry.lstat().st_mode) for entry in folder.iterdir()}
+    assert {"qmp.sock", "console.sock", "exec0.ctl.sock", "console.log", "qemu.stderr"} <= set(
+        names
+    )
+    assert {name: mode for name, mode in names.items() if mode & 0o077} == {}
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+
+
+def test_cp_round_trips_a_tree_with_modes(installed, shared_vm, tmp_path) -> None:
+    src = tmp_path / "tree"
+    (src / "sub" / "deeper").mkdir(parents=True)
+    (src / "run.sh").write_text("#!/bin/sh\necho hi\n")
+    (src / "run.sh").chmod(0o755)
+    (src / "secret").write_bytes(os.urandom(4096))
+    (src / "secret").chmod(0o600)
+    (src / "sub" / "deeper" / "note.txt").write_text("ünïcødé\n")
+    (src / "sub").chmod(0o750)
+    installed.aq("cp", "-r", str(src), f"{shared_vm}:/root/copied")
+    listing = installed.aq(
+        "exec", shared_vm, "--", "sh", "-c", "cd /root/copied && stat -c '%n %a' run.sh secret sub"
+    ).stdout
+    assert listing.split() == ["run.sh", "755", "secret", "600", "sub", "750"]
+    back = tmp_path / "back"
+    installed.aq("cp", "-r", f"{shared_vm}:/root/copied", str(back))
+    for path in src.rglob("*"):
+        twin = back / path.relative_to(src)
+        assert stat.S_IMODE(twin.stat().st_mode) == stat.S_IMODE(path.stat().st_mode), path
+        if path.is_file():
+            assert twin.read_bytes() == path.read_bytes()
+    single = tmp_path / "os-release"
+    installed.aq("cp", f"{shared_vm}:/etc/os-release", str(single))
+    assert "Alpine" in single.read_text()
+    refused = installed.aq("cp", str(src), f"{shared_vm}:/root/x", check=False)
+    assert refused.returncode == 2 and "-r" in refused.stderr
+
+
+def _read_until(fd: int, needle: bytes, timeout: float) -> bytes:
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while needle not in seen:
+        left = deadline - time.monotonic()
+        assert left > 0, f"did not see {needle!r}; got {seen[-400:]!r}"
+        ready, _, _ = select.select([fd], [], [], left)
+        if ready:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            seen += chunk
+    return seen
+
+
+def test_console_through_a_pty_while_an_exec_runs(installed, shared_vm) -> None:
+    busy = installed.popen(
+        "exec",
+        shared_vm,
+        "--",
+        "sh",
+        "-c",
+        "sleep 8; echo exec-done",
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: aq console on a real terminal
+        os.environ.update(installed.env)
+        os.chdir(REPO)
+        os.execv(sys.executable, [sys.executable, "-m", "aq", "console", shared_vm])
+    try:
+        _read_until(fd, b"Detach with", 30)
+        os.write(fd, b"\r")
+        _read_until(fd, b"login:", 60)
+        os.write(fd, b"root\r")
+        _read_until(fd, b"# ", 60)
+        os.write(fd, b"echo con$((40+2))sole\r")
+        _read_until(fd, b"con42sole", 60)
+        os.write(fd, b"exit\r")
+        os.write(fd, b"\x1d")  # Ctrl-]
+        tail = _read_until(fd, b"detached", 30)
+        assert b"detached" in tail
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        os.close(fd)
+    assert busy.communicate(timeout=120)[0] == "exec-done\n"
+
+
+def test_console_over_telnet_while_an_exec_runs(installed, shared_vm) -> None:
+    server = installed.popen(
+        "console", shared_vm, "--telnet", stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        line = server.stdout.readline()
+        assert line.startswith("telnet 127.0.0.1 ")
+        port = int(line.split()[-1])
+        busy = installed.popen(
+            "exec",
+            shared_vm,
+            "--",
+            "sh",
+            "-c",
+            "sleep 5; echo exec-done",
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        with socket.create_connection(("127.0.0.1", port), timeout=60) as client:
+            negotiation = client.recv(9)
+            assert negotiation[:3] == bytes([255, 251, 1])  # IAC WILL ECHO
+            client.sendall(bytes([255, 253, 1]) + b"\r\n")  # IAC DO ECHO, then Enter
+            _read_until(client.fileno(), b"login:", 60)
+            client.sendall(b"root\r\n")
+            _read_until(client.fileno(), b"# ", 60)
+            client.sendall(b"echo tel$((6*7))net\r\n")
+            _read_until(client.fileno(), b"tel42net", 60)
+            client.sendall(b"exit\r\n")
+        assert busy.communicate(timeout=120)[0] == "exec-done\n"
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.wait(timeout=30)
+
+
+def test_console_refuses_a_second_attacher(installed, shared_vm) -> None:
+    server = installed.popen(
+        "console", shared_vm, "--telnet", stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert server.stdout.readline().startswith("telnet ")
+        second = installed.aq("console", shared_vm, check=False)
+        assert second.returncode == 4 and "in use by pid" in second.stderr
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.wait(timeout=30)
+
+
+def test_ssh_records_the_guest_host_key_and_checks_it(installed, shared_vm, tmp_path) -> None:
+    # The test guest has no sshd; give it a host key so aq's handling can be shown.
+    key = tmp_path / "hostkey"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    public = key.with_suffix(".pub").read_text().strip()
+    installed.aq(
+        "exec",
+        shared_vm,
+        "--",
+        "sh",
+        "-c",
+        "mkdir -p /etc/ssh && cat > /etc/ssh/ssh_host_ed25519_key.pub",
+        input=public + "\n",
+    )
+    result = installed.aq("ssh", "--dry-run", shared_vm, "--", "uname", "-a")
+    argv = result.stdout.split()
+    status = installed.json("status", shared_vm)
+    assert argv[argv.index("-p") + 1] == str(status["ssh_port"])
+    assert "StrictHostKeyChecking=yes" in argv and f"HostKeyAlias=aq-{shared_vm}" in argv
+    assert argv[-3:] == ["--", "uname", "-a"]
+    known = Path(argv[argv.index("-o", argv.index("IdentitiesOnly=yes")) + 1].split("=", 1)[1])
+    assert known.read_text() == f"aq-{shared_vm} {' '.join(public.split()[:2])}\n"
+    assert status["ssh_host_key"] == public
+    aq_pub = (installed.path / "keys" / "id_ed25519.pub").read_text().strip()
+    authorized = installed.aq("exec", shared_vm, "--", "cat", "/root/.ssh/authorized_keys").stdout
+    assert aq_pub in authorized.splitlines()
+    installed.aq("ssh", "--dry-run", shared_vm)  # idempotent: the key is not added twice
+    again = installed.aq("exec", shared_vm, "--", "cat", "/root/.ssh/authorized_keys").stdout
+    assert again.splitlines().count(aq_pub) == 1
+
+
+@pytest.mark.skipif(not os.environ.get("AQ_TEST_MIRROR"), reason="the test guest has no sshd")
+def test_ssh_end_to_end_against_real_alpine(installed, shared_vm) -> None:
+    result = installed.aq("ssh", shared_vm, "--", "cat", "/etc/alpine-release")
+    assert result.stdout.strip().count(".") == 2

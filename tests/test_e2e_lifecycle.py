@@ -1,0 +1,240 @@
+"""Issue 5, end to end with the test guest under TCG: start, readiness, stop, crash
+reconciliation, ports and MACs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+import urllib.request
+
+import pytest
+
+from aq.qemu import process
+from tests.conftest import VM_CPUS
+
+pytestmark = [pytest.mark.vm, pytest.mark.timeout(1800)]
+
+
+def _events(home, name: str) -> list[tuple[str, str, str]]:
+    return [(e["event"], e["to_state"], e["detail"] or "") for e in home.json("history", name)]
+
+
+def _qemu(home, name: str) -> process.Identity:
+    pid, started = (
+        home.db()
+        .execute("SELECT pid, pid_started FROM vms WHERE name = ? AND state != 'removed'", (name,))
+        .fetchone()
+    )
+    return process.Identity(pid, started)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def persist(installed):
+    """A VM that is started, stopped, crashed and restarted by the tests below, in order."""
+    name = "persist"
+    installed.aq("new", name, "--cpus", VM_CPUS, "--disk-size", "3G")
+    yield name
+    installed.aq("rm", name, "--force", check=False)
+
+
+def test_start_runs_commands_and_shows_status(installed, persist) -> None:
+    result = installed.aq("start", persist, "--timeout", "600")
+    assert "running" in result.stderr
+    out = installed.aq("exec", persist, "--", "uname", "-sr").stdout
+    assert out.startswith("Linux ")
+    status = installed.json("status", persist)
+    assert status["state"] == "running" and status["accel"] == "tcg"
+    assert status["guest"] == "running"
+    assert status["uptime_s"] > 0 and status["pid"]
+    hostname = installed.aq("exec", persist, "--", "hostname").stdout.strip()
+    assert hostname == persist  # each VM made from the base is itself
+    events = _events(installed, persist)
+    assert [e[:2] for e in events[-2:]] == [("start", "booting"), ("ready", "running")]
+
+
+def test_root_filesystem_fills_the_bigger_disk(installed, persist) -> None:
+    script = (
+        "cat /sys/class/block/vda/size /sys/class/block/vda3/start /sys/class/block/vda3/size;"
+        "df -k / | tail -n 1"
+    )
+    lines = installed.aq("exec", persist, "--", "sh", "-c", script).stdout.splitlines()
+    disk, start, size = (int(x) for x in lines[:3])
+    assert disk * 512 == 3 << 30  # --disk-size 3G (the base is 2G)
+    # The root partition reaches the end of the disk (growpart keeps a few sectors).
+    assert 0 <= disk - (start + size) < 2048
+    fs_kib = int(lines[3].split()[1])
+    assert fs_kib * 1024 > 0.95 * size * 512  # and the filesystem fills the partition
+
+
+def test_start_when_running_changes_nothing(installed, persist) -> None:
+    before = len(installed.json("history", persist))
+    result = installed.aq("start", persist)
+    assert "already running" in result.stderr
+    assert len(installed.json("history", persist)) == before
+
+
+def test_port_forward_reaches_a_listener_in_the_guest(installed, shared_vm) -> None:
+    # Alpine's busybox has no httpd applet (that is busybox-extras); nc serves replies.
+    reply = '#!/bin/sh\nprintf "HTTP/1.0 200 OK\\r\\n\\r\\nhello-from-guest\\n"\n'
+    installed.aq(
+        "exec", shared_vm, "--", "sh", "-c", "cat > /root/reply; chmod +x /root/reply", input=reply
+    )
+    installed.aq(
+        "exec",
+        shared_vm,
+        "--",
+        "sh",
+        "-c",
+        "setsid nc -lk -p 8080 -e /root/reply </dev/null >/dev/null 2>&1 &",
+    )
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            port = installed.notes["shared_http_port"]
+            body = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10).read()
+            break
+        except OSError:
+            assert time.monotonic() < deadline
+            time.sleep(1)
+    assert body == b"hello-from-guest\n"
+
+
+def test_two_vms_run_at_once_with_distinct_macs_and_ports(installed, persist, shared_vm) -> None:
+    running = {v["name"]: v for v in installed.json("ls") if v["state"] == "running"}
+    assert {persist, shared_vm} <= set(running)
+    assert len({v["mac"] for v in running.values()}) == len(running)
+    assert len({v["ssh_port"] for v in running.values()}) == len(running)
+    macs = {
+        name: installed.aq("exec", name, "--", "cat", "/sys/class/net/eth0/address").stdout.strip()
+        for name in (persist, shared_vm)
+    }
+    assert macs[persist] != macs[shared_vm]
+    assert macs == {name: running[name]["mac"] for name in macs}
+
+
+def test_data_survives_clean_stop_and_start(installed, persist) -> None:
+    installed.aq("exec", persist, "--", "sh", "-c", "echo kept > /root/data && sync")
+    log = installed.path / "vms" / persist / "console.log"
+    offset = log.stat().st_size
+    result = installed.aq("stop", persist)
+    assert "stopped" in result.stderr
+    event, state, detail = _events(installed, persist)[-1]
+    assert (event, state) == ("halt", "stopped")
+    assert "ACPI power button pressed; guest powered off" in detail
+    shutdown = log.read_bytes()[offset:]
+    assert b"Unmounting filesystems" in shutdown and b"Power down" in shutdown
+    again = installed.aq("stop", persist)
+    assert "already stopped" in again.stderr
+    installed.aq("start", persist, "--timeout", "600")
+    assert installed.aq("exec", persist, "--", "cat", "/root/data").stdout == "kept\n"
+    dmesg = installed.aq("exec", persist, "--", "dmesg").stdout
+    assert "recovery complete" not in dmesg  # the journal was clean: unmounted cleanly
+
+
+def test_kill_9_of_qemu_is_recorded_as_crashed_then_two_starts_boot_it_once(
+    installed, persist
+) -> None:
+    qemu = _qemu(installed, persist)
+    os.kill(qemu.pid, signal.SIGKILL)
+    assert process.wait_gone(qemu, 30)
+    listed = {v["name"]: v for v in installed.json("ls")}
+    assert listed[persist]["state"] == "stopped"
+    event, state, detail = _events(installed, persist)[-1]
+    assert (event, state) == ("crash", "stopped") and "crashed" in detail
+    # It starts again; two processes starting it at once boot it once.
+    procs = [
+        installed.popen("start", persist, "--timeout", "600", stderr=-1, text=True)
+        for _ in range(2)
+    ]
+    codes = sorted(p.wait(timeout=900) for p in procs)
+    assert codes[0] == 0
+    assert codes[1] in (0, 5)  # the loser finds it booting (5) or already running (0)
+    after_crash = [e for e in installed.json("history", persist) if e["event"] != "create"]
+    starts = [e for e in after_crash[-3:] if e["event"] == "start"]
+    assert len(starts) == 1
+    assert installed.aq("exec", persist, "--", "cat", "/root/data").stdout == "kept\n"
+
+
+def test_guest_kernel_panic_is_reported_and_stop_falls_back(installed, persist) -> None:
+    # The guest dies mid-command, so the exec is bounded by its own --timeout.
+    installed.aq(
+        "exec",
+        "--timeout",
+        "5",
+        persist,
+        "--",
+        "sh",
+        "-c",
+        "echo c > /proc/sysrq-trigger",
+        check=False,
+    )
+    deadline = time.monotonic() + 120
+    while installed.json("status", persist)["guest"] != "guest-panicked":
+        assert time.monotonic() < deadline, "the panic was not reported"
+        time.sleep(1)
+    assert "panicked" in installed.aq("status", persist).stdout
+    installed.aq("stop", persist, "--timeout", "5")
+    detail = _events(installed, persist)[-1][2]
+    assert "no power-off within 5s" in detail and "fallback: QMP quit" in detail
+
+
+def test_killed_aq_start_leaves_nothing_stuck_in_booting(installed) -> None:
+    installed.aq("new", "orphaned", "--cpus", VM_CPUS)
+    try:
+        proc = installed.popen("start", "orphaned", "--timeout", "600", stderr=-1)
+        pidfile = installed.path / "vms" / "orphaned" / "qemu.pid"
+        deadline = time.monotonic() + 120
+        while not pidfile.exists():
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        time.sleep(1)
+        proc.kill()
+        proc.wait()
+        qemu = _qemu(installed, "orphaned")
+        listed = {v["name"]: v["state"] for v in installed.json("ls")}
+        assert listed["orphaned"] == "stopped"
+        assert _events(installed, "orphaned")[-1][:2] == ("abort", "stopped")
+        assert "interrupted" in _events(installed, "orphaned")[-1][2]
+        assert process.wait_gone(qemu, 30)  # its QEMU did not outlive the boot
+    finally:
+        installed.aq("rm", "--force", "orphaned", check=False)
+
+
+def test_port_held_by_another_program_is_named(installed) -> None:
+    port = _free_port()
+    installed.aq("new", "busy-port", "--cpus", VM_CPUS, "-p", f"{port}:80")
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", port))
+    holder.listen()
+    try:
+        result = installed.aq("start", "busy-port", check=False)
+        assert result.returncode == 4
+        assert str(port) in result.stderr
+        assert installed.json("status", "busy-port")["state"] == "created"
+    finally:
+        holder.close()
+        installed.aq("rm", "busy-port", check=False)
+
+
+def test_auto_port_taken_is_repicked(installed) -> None:
+    made = installed.json("new", "repick", "--cpus", VM_CPUS)
+    ssh = made["ssh_port"]
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", ssh))
+    holder.listen()
+    try:
+        installed.aq("start", "repick", "--no-wait")
+        now = installed.json("status", "repick")["ssh_port"]
+        assert now != ssh
+        assert f"port {ssh} was taken" in _events(installed, "repick")[-2][2]
+    finally:
+        holder.close()
+        installed.aq("rm", "--force", "repick", check=False)
