@@ -1,0 +1,77 @@
+"""aq exec and aq cp, each beside a raw round trip over the same command-channel socket.
+
+  exec:  `aq exec NAME -- true` wall time (a whole CLI run) vs one ping/pong on the
+         VM's control socket from an already running process.
+  cp:    `aq cp FILE NAME:/tmp/x` throughput vs streaming the same bytes through the
+         same channel into `cat > /dev/null` from an already running process.
+
+Run: .venv/bin/python bench/exec.py  (needs a running VM; made and started here)
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import interleaved, time_command
+from bench.testvm import aq, ensure_vm, environment
+
+NAME = "bench-exec"
+RUNS = 7
+SIZE = 32 << 20
+
+
+def main() -> int:
+    with environment() as env:
+        ensure_vm(NAME)
+        aq("start", NAME, "--timeout", "900")
+        from aq import paths
+        from aq.guest import channel
+
+        files = paths.vm_files(NAME)
+
+        def ping() -> float:
+            start = time.perf_counter()
+            assert channel.ping(files, timeout=30)
+            return time.perf_counter() - start
+
+        exec_true = [sys.executable, "-m", "aq", "exec", NAME, "--", "true"]
+        time_command(exec_true, env)
+        ours, raw = interleaved(RUNS, lambda: time_command(exec_true, env), ping)
+        a, b = statistics.median(ours), statistics.median(raw)
+        print(
+            f"aq exec -- true: median {a * 1000:.0f} ms | raw ping/pong on the same socket: "
+            f"median {b * 1000:.1f} ms | ratio {a / b:.1f}"
+        )
+
+        with tempfile.NamedTemporaryFile() as data:
+            data.write(os.urandom(SIZE))
+            data.flush()
+            cp = [sys.executable, "-m", "aq", "cp", data.name, f"{NAME}:/tmp/bench.bin"]
+
+            def stream() -> float:
+                with open(data.name, "rb") as source, open(os.devnull, "wb") as sink:
+                    start = time.perf_counter()
+                    options = channel.ExecOptions(source, sink, sink, timeout=600)
+                    assert channel.run(files, ["sh", "-c", "cat > /dev/null"], options) == 0
+                    return time.perf_counter() - start
+
+            ours, raw = interleaved(3, lambda: time_command(cp, env), stream)
+        mb = SIZE / (1 << 20)
+        a, b = mb / statistics.median(ours), mb / statistics.median(raw)
+        print(
+            f"aq cp {mb:.0f} MiB: {a:.1f} MiB/s | raw stream through the same channel: "
+            f"{b:.1f} MiB/s | ratio {a / b:.2f}"
+        )
+        aq("stop", NAME)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

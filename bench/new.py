@@ -1,0 +1,86 @@
+"""`aq new` with a base present: wall time and new disk, beside `import sqlalchemy.orm`.
+
+Targets: at most 0.5 s and at most 1 MiB of new disk per VM. The base here is a real
+qcow2 of the base's size registered as installed (what `aq new` reads is the same: it
+does not boot anything). Run: .venv/bin/python bench/new.py
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import interleaved, time_command
+
+RUNS = 9
+
+
+def disk_used(path: Path) -> int:
+    return sum(p.stat().st_blocks * 512 for p in path.rglob("*") if p.is_file())
+
+
+def main() -> int:
+    with tempfile.TemporaryDirectory() as home:
+        os.environ["AQ_HOME"] = home
+        os.environ["AQ_MIRROR"] = "http://127.0.0.1:9/offline"  # prove: no network needed
+        from aq.images.install import BASE_DISK_SIZE
+        from aq.images.releases import ReleaseInfo
+        from tests.conftest import register_blank_base
+
+        base = register_blank_base(size=BASE_DISK_SIZE)
+        # The cached answer for "latest release" matches the base, as after a real install.
+        from aq.store.db import writing
+        from aq.store.models import Release
+
+        with writing() as session:
+            session.add(
+                Release(
+                    arch=base.arch,
+                    flavor="alpine-virt",
+                    version=base.version,
+                    branch="v3.23",
+                    file="x.iso",
+                    url="x",
+                    sha256="0" * 64,
+                    mirror="x",
+                )
+            )
+        del ReleaseInfo
+        env = dict(os.environ)
+        counter = iter(range(10_000))
+        sizes: list[int] = []
+
+        def one_new() -> float:
+            name = f"bench-{next(counter)}"
+            took = time_command([sys.executable, "-m", "aq", "new", name, "--cpus", "1"], env)
+            sizes.append(disk_used(Path(home) / "vms" / name))
+            return took
+
+        orm = [sys.executable, "-c", "import sqlalchemy.orm"]
+        one_new()
+        time_command(orm, env)
+        sizes.clear()
+        ours, ref = interleaved(RUNS, one_new, lambda: time_command(orm, env))
+        median = statistics.median(ours)
+        worst_disk = max(sizes)
+        print(
+            f"aq new (base present): median {median:.3f}s, max new disk {worst_disk / 1024:.0f} KiB"
+        )
+        print(
+            f"import sqlalchemy.orm: median {statistics.median(ref):.3f}s "
+            f"(ratio {median / statistics.median(ref):.2f})"
+        )
+        ok = median <= 0.5 and worst_disk <= 1 << 20
+        print(f"targets: <= 0.5 s and <= 1 MiB  {'OK' if ok else 'OVER TARGET'}")
+        subprocess.run([sys.executable, "-m", "aq", "ls"], env=env, stdout=subprocess.DEVNULL)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
