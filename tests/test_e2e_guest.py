@@ -179,8 +179,17 @@ def test_cp_round_trips_a_tree_with_modes(installed, shared_vm, tmp_path) -> Non
         if path.is_file():
             assert twin.read_bytes() == path.read_bytes()
     single = tmp_path / "os-release"
-    installed.aq("cp", f"{shared_vm}:/etc/os-release", str(single))
-    assert "Alpine" in single.read_text()
+    installed.aq("cp", f"{shared_vm}:/etc/os-release", str(single))  # a symlink in Alpine
+    assert "Alpine" in single.read_text() and not single.is_symlink()
+    link = tmp_path / "link"
+    link.symlink_to(src / "run.sh")
+    installed.aq("cp", str(link), f"{shared_vm}:/root/linked")
+    assert (
+        installed.aq("exec", shared_vm, "--", "cat", "/root/linked").stdout
+        == "#!/bin/sh\necho hi\n"
+    )
+    missing = installed.aq("cp", f"{shared_vm}:/no/such/file", str(tmp_path), check=False)
+    assert missing.returncode == 3 and "does not exist in the VM" in missing.stderr
     refused = installed.aq("cp", str(src), f"{shared_vm}:/root/x", check=False)
     assert refused.returncode == 2 and "-r" in refused.stderr
 

@@ -51,7 +51,7 @@ def _root_owned(info: tarfile.TarInfo) -> tarfile.TarInfo:
 def to_guest(files: VmFiles, source: Path, dest: str, recursive: bool) -> None:
     """Copy host `source` to `dest` in the guest (into it, if it is a directory)."""
     if not source.exists():
-        raise NotFound(f"{source} does not exist")
+        raise NotFound(f"{source} does not exist", hint="check the path on this machine")
     if source.is_dir() and not recursive:
         raise InvalidInput(f"{source} is a directory", hint="use aq cp -r")
     status, _ = _guest(files, ["test", "-d", dest])
@@ -65,7 +65,8 @@ def to_guest(files: VmFiles, source: Path, dest: str, recursive: bool) -> None:
         with os.fdopen(write_fd, "wb") as pipe:
             try:
                 with tarfile.open(fileobj=pipe, mode="w|") as tar:
-                    tar.add(source, arcname=name, filter=_root_owned)
+                    # A symlink named as the source is followed, as cp does.
+                    tar.add(source.resolve(), arcname=name, filter=_root_owned)
             except BrokenPipeError:
                 pass
 
@@ -97,16 +98,28 @@ def _inside(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
     return tarfile.tar_filter(member, dest)
 
 
+def _guest_kind(files: VmFiles, source: str) -> tuple[str, str]:
+    """("d" or "f", the resolved path) of `source` in the guest, in one round trip."""
+    probe = (
+        'p=$(readlink -f -- "$1") && [ -e "$p" ] || exit 3; [ -d "$p" ] && k=d || k=f; echo "$k $p"'
+    )
+    status, out, _ = channel.capture(files, ["sh", "-c", probe, "sh", source], timeout=120)
+    if status != 0:
+        raise NotFound(f"{source} does not exist in the VM", hint="check the path in the VM")
+    kind, _, real = out.decode(errors="surrogateescape").rstrip("\n").partition(" ")
+    return kind, real
+
+
 def from_guest(files: VmFiles, source: str, dest: Path, recursive: bool) -> None:
     """Copy `source` in the guest to host `dest` (into it, if it is a directory)."""
-    status, _ = _guest(files, ["test", "-e", source])
-    if status != 0:
-        raise NotFound(f"{source} does not exist in the VM")
-    status, _ = _guest(files, ["test", "-d", source])
-    if status == 0 and not recursive:
+    kind, real = _guest_kind(files, source)
+    if kind == "d" and not recursive:
         raise InvalidInput(f"{source} is a directory in the VM", hint="use aq cp -r")
-    parent, name = posixpath.split(source.rstrip("/") or "/")
-    target = dest / name if dest.is_dir() else dest
+    # A symlink named as the source is followed (as cp and scp do); links inside a
+    # copied tree stay links.
+    parent, name = posixpath.split(real)
+    wanted = posixpath.basename(source.rstrip("/")) or name
+    target = dest / wanted if dest.is_dir() else dest
     work = Path(tempfile.mkdtemp(prefix=".aq-cp-", dir=target.parent))
     try:
         with tempfile.TemporaryFile() as archive, tempfile.TemporaryFile() as err:
