@@ -136,3 +136,54 @@ def test_a_signal_before_the_guest_answers_stops_at_once(aq_home: Path) -> None:
     assert time.monotonic() - started < 5
     held.set()
     guest.close()
+
+
+def test_stdin_from_a_pipe_goes_in_large_frames(aq_home: Path) -> None:
+    """A writer that hands a pipe 10 KiB at a time (as tarfile does) still yields frames
+    of up to FRAME_MAX: every frame costs the guest a process."""
+    total = 8 << 20
+    frames: list[int] = []
+
+    def agent(conns: dict[str, socket.socket]) -> None:
+        ctl = conns["ctl"]
+        nonce = _read_line(ctl).split()[1]
+        conns["out"].sendall(b"AQ" + nonce + b"\n")
+        conns["err"].sendall(b"AQ" + nonce + b"\n")
+        ctl.sendall(b"S " + nonce + b"\n")
+        line = _read_line(ctl)
+        while line.startswith(b"S "):
+            line = _read_line(ctl)
+        _recv_exactly(ctl, int(line.split()[1]))  # the command line
+        while (line := _read_line(ctl)) != b"E":
+            kind, size = line.split()
+            assert kind == b"D"
+            frames.append(len(_recv_exactly(ctl, int(size))))
+        ctl.sendall(b"R 0 0 0\n")
+
+    guest = FakeGuest(aq_home / "vm", agent)
+    read_fd, write_fd = os.pipe()
+
+    def write() -> None:
+        with os.fdopen(write_fd, "wb", buffering=0) as pipe:
+            for _ in range(total // 10240):
+                pipe.write(b"x" * 10240)
+            pipe.write(b"x" * (total % 10240))
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    with os.fdopen(read_fd, "rb") as stdin:
+        options = channel.ExecOptions(stdin, io.BytesIO(), io.BytesIO(), timeout=60)
+        assert channel.run(guest.files, ["cat"], options) == 0
+    writer.join()
+    guest.close()
+    assert sum(frames) == total
+    assert len(frames) <= 4 * total // channel.FRAME_MAX, frames[:20]
+
+
+def _recv_exactly(sock: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        assert chunk, "host closed the control socket"
+        data += chunk
+    return data

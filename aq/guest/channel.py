@@ -49,6 +49,7 @@ SLOTS = 8
 STREAMS = ("ctl", "out", "err")
 CHUNK = 65536
 FRAME_MAX = 1 << 20  # stdin bytes per frame: each frame costs the guest one dd process
+GATHER = 0.01  # seconds to wait for more stdin before a frame goes out
 TIMEOUT_EXIT = 124  # as timeout(1) does
 START_REPEAT = 1.0  # seconds between repeats of an unanswered session start
 START_WAIT = 120.0  # seconds before an unanswered session start is an error
@@ -286,9 +287,11 @@ class _Session:
         if never_blocks:
             data = os.read(fd, FRAME_MAX)
         else:
+            # Gather what keeps coming into one frame: a writer such as tar hands a pipe
+            # 10 KiB at a time, and every frame costs the guest a process.
             parts = [os.read(fd, CHUNK)]
             size = len(parts[0])
-            while parts[-1] and size < FRAME_MAX and select.select([fd], [], [], 0)[0]:
+            while parts[-1] and size < FRAME_MAX and select.select([fd], [], [], GATHER)[0]:
                 parts.append(os.read(fd, min(CHUNK, FRAME_MAX - size)))
                 size += len(parts[-1])
             data = b"".join(parts)
