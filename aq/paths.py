@@ -46,6 +46,12 @@ def open_private(path: Path, append: bool = False):
     return os.fdopen(os.open(path, flags, 0o600), "ab" if append else "wb")
 
 
+def write_private(path: Path, text: str) -> None:
+    """Write `text` to `path`, created readable by the owner only."""
+    with open_private(path) as out:
+        out.write(text.encode())
+
+
 def restrict_to_owner(folder: Path) -> None:
     """Take group and other permissions off the files in `folder`: QEMU's daemon runs
     with its own umask (027), so the sockets it binds would otherwise be group-readable."""

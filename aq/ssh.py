@@ -15,7 +15,7 @@ from pathlib import Path
 from aq import sshkeys
 from aq.errors import AqError
 from aq.guest import channel
-from aq.paths import VmFiles, open_private
+from aq.paths import VmFiles, write_private
 
 HOST_KEY_FILES = (
     "/etc/ssh/ssh_host_ed25519_key.pub",
@@ -92,6 +92,5 @@ def prepare(files: VmFiles, name: str, recorded: str | None) -> tuple[Path, str]
     key = sshkeys.aq_key()
     authorize(files, key.with_name(key.name + ".pub").read_text().strip())
     host_key = recorded or read_host_key(files)
-    with open_private(files.known_hosts) as out:
-        out.write(known_hosts_line(name, host_key).encode())
+    write_private(files.known_hosts, known_hosts_line(name, host_key))
     return key, host_key

@@ -281,11 +281,11 @@ class _Session:
                 self.err.expected = err_bytes
 
     def _on_stdin(self, never_blocks: bool) -> None:
-        """Send what stdin has now (up to FRAME_MAX) as one frame, or EOF."""
+        """Send what stdin has now (up to FRAME_MAX) as one frame, then EOF if it ended."""
         assert self.options.stdin is not None
         fd = self.options.stdin.fileno()
         if never_blocks:
-            data = os.read(fd, FRAME_MAX)
+            parts = [os.read(fd, FRAME_MAX)]
         else:
             # Gather what keeps coming into one frame: a writer such as tar hands a pipe
             # 10 KiB at a time, and every frame costs the guest a process.
@@ -294,13 +294,10 @@ class _Session:
             while parts[-1] and size < FRAME_MAX and select.select([fd], [], [], GATHER)[0]:
                 parts.append(os.read(fd, min(CHUNK, FRAME_MAX - size)))
                 size += len(parts[-1])
-            data = b"".join(parts)
-            if data and not parts[-1]:
-                self.send(b"D %d\n" % len(data) + data)
-                data = b""
+        data = b"".join(parts)
         if data:
             self.send(b"D %d\n" % len(data) + data)
-        else:
+        if not parts[-1]:  # the last read found the end of stdin
             self.send(b"E\n")
             self.stdin_open = False
 

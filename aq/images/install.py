@@ -153,8 +153,7 @@ def install_base(
         )
         argv = cmdline.build(spec, host)
         argv[0] = qemu_binary(host.arch)
-        with paths.open_private(work / "qemu.cmdline") as out:
-            out.write((" ".join(argv) + "\n").encode())
+        paths.write_private(work / "qemu.cmdline", " ".join(argv) + "\n")
         proc = _start_qemu(argv, work / "qemu.stderr")
 
         def why_dead() -> str | None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aq.errors import AqError
-from aq.paths import PRIVATE_UMASK, open_private
+from aq.paths import PRIVATE_UMASK, open_private, write_private
 
 START_TIME_SLACK = 2.0
 
@@ -95,8 +95,7 @@ def launch(argv: list[str], pidfile: Path, cmdline_file: Path, stderr_file: Path
     stderr are kept in the VM's folder for diagnosis.
     """
     pidfile.unlink(missing_ok=True)
-    with open_private(cmdline_file) as out:
-        out.write((" ".join(_quote(a) for a in argv) + "\n").encode())
+    write_private(cmdline_file, " ".join(_quote(a) for a in argv) + "\n")
     with open_private(stderr_file) as err:
         try:
             code = subprocess.run(
