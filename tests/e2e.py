@@ -74,6 +74,14 @@ class Home:
             **kwargs,
         )
 
+    def sh(self, vm: str, script: str, *options: str, **kwargs):
+        """`aq exec [OPTIONS] VM -- sh -c SCRIPT`, as `aq` runs it."""
+        return self.aq("exec", *options, vm, "--", "sh", "-c", script, **kwargs)
+
+    def popen_sh(self, vm: str, script: str, **kwargs) -> subprocess.Popen:
+        """`aq exec VM -- sh -c SCRIPT` in the background."""
+        return self.popen("exec", vm, "--", "sh", "-c", script, **kwargs)
+
     def json(self, *args: str):
         return json.loads(self.aq(*args, "--json").stdout)
 

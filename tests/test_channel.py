@@ -77,14 +77,11 @@ def _read_line(sock: socket.socket) -> bytes:
     return line.rstrip(b"\n")
 
 
-def _agent_that_misses_the_first_start(conns: dict[str, socket.socket]) -> None:
+def _accept_session(conns: dict[str, socket.socket], start: bytes, stale: bytes = b"") -> bytes:
+    """Answer the host's `start` line as the agent does; return the command line."""
     ctl = conns["ctl"]
-    first = _read_line(ctl)
-    assert first.startswith(b"S ")  # lost, as when it lands on a closing port
-    again = _read_line(ctl)
-    assert again == first, "the host must repeat the same start"
-    nonce = first.split()[1]
-    conns["out"].sendall(b"stale bytes from an earlier session AQ" + nonce + b"\n")
+    nonce = start.split()[1]
+    conns["out"].sendall(stale + b"AQ" + nonce + b"\n")
     conns["err"].sendall(b"AQ" + nonce + b"\n")
     ctl.sendall(b"S " + nonce + b"\n")
     line = _read_line(ctl)
@@ -92,9 +89,16 @@ def _agent_that_misses_the_first_start(conns: dict[str, socket.socket]) -> None:
         line = _read_line(ctl)
     kind, size = line.split()
     assert kind == b"X"
-    command = b""
-    while len(command) < int(size):
-        command += ctl.recv(int(size) - len(command))
+    return _recv_exactly(ctl, int(size))
+
+
+def _agent_that_misses_the_first_start(conns: dict[str, socket.socket]) -> None:
+    ctl = conns["ctl"]
+    first = _read_line(ctl)
+    assert first.startswith(b"S ")  # lost, as when it lands on a closing port
+    again = _read_line(ctl)
+    assert again == first, "the host must repeat the same start"
+    command = _accept_session(conns, first, stale=b"stale bytes from an earlier session ")
     assert command == b"echo 'a b'"
     assert _read_line(ctl) == b"E"
     conns["out"].sendall(b"a b\n")
@@ -146,14 +150,7 @@ def test_stdin_from_a_pipe_goes_in_large_frames(aq_home: Path) -> None:
 
     def agent(conns: dict[str, socket.socket]) -> None:
         ctl = conns["ctl"]
-        nonce = _read_line(ctl).split()[1]
-        conns["out"].sendall(b"AQ" + nonce + b"\n")
-        conns["err"].sendall(b"AQ" + nonce + b"\n")
-        ctl.sendall(b"S " + nonce + b"\n")
-        line = _read_line(ctl)
-        while line.startswith(b"S "):
-            line = _read_line(ctl)
-        _recv_exactly(ctl, int(line.split()[1]))  # the command line
+        _accept_session(conns, _read_line(ctl))
         while (line := _read_line(ctl)) != b"E":
             kind, size = line.split()
             assert kind == b"D"

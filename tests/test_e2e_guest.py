@@ -24,12 +24,8 @@ pytestmark = [pytest.mark.vm, pytest.mark.timeout(900)]
 
 def test_exit_codes_and_separate_streams(installed, shared_vm) -> None:
     for code in (0, 1, 42):
-        result = installed.aq(
-            "exec",
+        result = installed.sh(
             shared_vm,
-            "--",
-            "sh",
-            "-c",
             f"echo out; echo err >&2; exit {code}",
             check=False,
         )
@@ -80,12 +76,8 @@ def test_binary_100mb_round_trip(installed, shared_vm, tmp_path) -> None:
 
 
 def test_output_streams_as_it_comes(installed, shared_vm) -> None:
-    proc = installed.popen(
-        "exec",
+    proc = installed.popen_sh(
         shared_vm,
-        "--",
-        "sh",
-        "-c",
         "echo first; sleep 5; echo second",
         stdout=subprocess.PIPE,
         text=True,
@@ -99,12 +91,8 @@ def test_output_streams_as_it_comes(installed, shared_vm) -> None:
 
 def test_eight_concurrent_execs_keep_their_own_output(installed, shared_vm) -> None:
     procs = {
-        i: installed.popen(
-            "exec",
+        i: installed.popen_sh(
             shared_vm,
-            "--",
-            "sh",
-            "-c",
             f"for j in 1 2 3 4 5; do echo job{i}-$j; echo err{i}-$j >&2; sleep 0.1; done; exit {i}",
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -167,9 +155,7 @@ def test_cp_round_trips_a_tree_with_modes(installed, shared_vm, tmp_path) -> Non
     (src / "sub" / "deeper" / "note.txt").write_text("ünïcødé\n")
     (src / "sub").chmod(0o750)
     installed.aq("cp", "-r", str(src), f"{shared_vm}:/root/copied")
-    listing = installed.aq(
-        "exec", shared_vm, "--", "sh", "-c", "cd /root/copied && stat -c '%n %a' run.sh secret sub"
-    ).stdout
+    listing = installed.sh(shared_vm, "cd /root/copied && stat -c '%n %a' run.sh secret sub").stdout
     assert listing.split() == ["run.sh", "755", "secret", "600", "sub", "750"]
     back = tmp_path / "back"
     installed.aq("cp", "-r", f"{shared_vm}:/root/copied", str(back))
@@ -213,12 +199,8 @@ def _read_until(fd: int, needle: bytes, timeout: float) -> bytes:
 
 
 def test_console_through_a_pty_while_an_exec_runs(installed, shared_vm) -> None:
-    busy = installed.popen(
-        "exec",
+    busy = installed.popen_sh(
         shared_vm,
-        "--",
-        "sh",
-        "-c",
         "sleep 8; echo exec-done",
         stdout=subprocess.PIPE,
         text=True,
@@ -255,12 +237,8 @@ def test_console_over_telnet_while_an_exec_runs(installed, shared_vm) -> None:
         line = server.stdout.readline()
         assert line.startswith("telnet 127.0.0.1 ")
         port = int(line.split()[-1])
-        busy = installed.popen(
-            "exec",
+        busy = installed.popen_sh(
             shared_vm,
-            "--",
-            "sh",
-            "-c",
             "sleep 5; echo exec-done",
             stdout=subprocess.PIPE,
             text=True,
@@ -299,12 +277,8 @@ def test_ssh_records_the_guest_host_key_and_checks_it(installed, shared_vm, tmp_
     key = tmp_path / "hostkey"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
     public = key.with_suffix(".pub").read_text().strip()
-    installed.aq(
-        "exec",
+    installed.sh(
         shared_vm,
-        "--",
-        "sh",
-        "-c",
         "mkdir -p /etc/ssh && cat > /etc/ssh/ssh_host_ed25519_key.pub",
         input=public + "\n",
     )

@@ -65,7 +65,7 @@ def test_root_filesystem_fills_the_bigger_disk(installed, persist) -> None:
         "cat /sys/class/block/vda/size /sys/class/block/vda3/start /sys/class/block/vda3/size;"
         "df -k / | tail -n 1"
     )
-    lines = installed.aq("exec", persist, "--", "sh", "-c", script).stdout.splitlines()
+    lines = installed.sh(persist, script).stdout.splitlines()
     disk, start, size = (int(x) for x in lines[:3])
     assert disk * 512 == 3 << 30  # --disk-size 3G (the base is 2G)
     # The root partition reaches the end of the disk (growpart keeps a few sectors).
@@ -84,15 +84,9 @@ def test_start_when_running_changes_nothing(installed, persist) -> None:
 def test_port_forward_reaches_a_listener_in_the_guest(installed, shared_vm) -> None:
     # Alpine's busybox has no httpd applet (that is busybox-extras); nc serves replies.
     reply = '#!/bin/sh\nprintf "HTTP/1.0 200 OK\\r\\n\\r\\nhello-from-guest\\n"\n'
-    installed.aq(
-        "exec", shared_vm, "--", "sh", "-c", "cat > /root/reply; chmod +x /root/reply", input=reply
-    )
-    installed.aq(
-        "exec",
+    installed.sh(shared_vm, "cat > /root/reply; chmod +x /root/reply", input=reply)
+    installed.sh(
         shared_vm,
-        "--",
-        "sh",
-        "-c",
         "setsid nc -lk -p 8080 -e /root/reply </dev/null >/dev/null 2>&1 &",
     )
     deadline = time.monotonic() + 60
@@ -121,7 +115,7 @@ def test_two_vms_run_at_once_with_distinct_macs_and_ports(installed, persist, sh
 
 
 def test_data_survives_clean_stop_and_start(installed, persist) -> None:
-    installed.aq("exec", persist, "--", "sh", "-c", "echo kept > /root/data && sync")
+    installed.sh(persist, "echo kept > /root/data && sync")
     log = installed.path / "vms" / persist / "console.log"
     offset = log.stat().st_size
     result = installed.aq("stop", persist)
@@ -165,15 +159,11 @@ def test_kill_9_of_qemu_is_recorded_as_crashed_then_two_starts_boot_it_once(
 
 def test_guest_kernel_panic_is_reported_and_stop_falls_back(installed, persist) -> None:
     # The guest dies mid-command, so the exec is bounded by its own --timeout.
-    installed.aq(
-        "exec",
+    installed.sh(
+        persist,
+        "echo c > /proc/sysrq-trigger",
         "--timeout",
         "5",
-        persist,
-        "--",
-        "sh",
-        "-c",
-        "echo c > /proc/sysrq-trigger",
         check=False,
     )
     deadline = time.monotonic() + 120
