@@ -35,7 +35,7 @@ def bare_boot() -> float:
     argv = machine.argv(record, files, host)
     argv[0] = hostinfo.qemu_binary(host.arch)
     machine.write_guest_files(record, files)
-    offset = files.console_log.stat().st_size if files.console_log.exists() else 0
+    offset = power._console_offset(files)  # as aq start does: rotated, owner-only
     start = time.perf_counter()
     ident = process.launch(argv, files.pidfile, files.cmdline, files.stderr)
     while not power._saw_login(files, offset):
