@@ -54,7 +54,7 @@ _DATE = re.compile(r"^[0-9][0-9:. TZ+-]{0,39}$")
 def version_key(version: str) -> tuple[int, int, int, int, int]:
     """`version` as something that sorts the way Alpine's releases do
     (3.21.0_rc1 < 3.21.0 < 3.21.0_p1 < 3.21.1); ValueError when it is not one."""
-    match = _VERSION.match(version)
+    match = _VERSION.fullmatch(version)
     if match is None:
         raise ValueError(version)
     major, minor, patch, suffix, number = match.groups()
@@ -92,20 +92,20 @@ def _entry_info(entry: dict, mirror: str, arch: str) -> ReleaseInfo:
     try:
         version_key(version)
     except ValueError:
-        raise _bad(arch, f"a version that is not an Alpine release: {shown(version)!r}") from None
+        raise _bad(arch, f"a version that is not an Alpine release: '{shown(version)}'") from None
     expected = f"{FLAVOR}-{version}-{arch}.iso"
     for key in ("file", "iso"):
         if key in entry and str(entry[key]) != expected:
-            raise _bad(arch, f"{key} {shown(entry[key])!r} where {expected} was expected")
+            raise _bad(arch, f"{key} '{shown(entry[key])}' where {expected} was expected")
     branch = "v" + ".".join(version.split(".")[:2])
     if "branch" in entry and str(entry["branch"]) != branch:
-        raise _bad(arch, f"branch {shown(entry['branch'])!r} for version {version}")
+        raise _bad(arch, f"branch '{shown(entry['branch'])}' for version {version}")
     sha256 = str(entry.get("sha256", "")).lower()
-    if not _SHA256.match(sha256):
+    if not _SHA256.fullmatch(sha256):
         raise _bad(arch, f"no valid sha256 checksum for {expected}")
     size = entry.get("size")
     if size is not None and (type(size) is not int or not 0 < size <= MAX_ISO):
-        raise _bad(arch, f"an impossible size for {expected}: {shown(size)!r}")
+        raise _bad(arch, f"an impossible size for {expected}: '{shown(size)}'")
     date = str(entry["date"]) if entry.get("date") is not None else None
     return ReleaseInfo(
         version=version,
@@ -115,7 +115,7 @@ def _entry_info(entry: dict, mirror: str, arch: str) -> ReleaseInfo:
         url=f"{mirror}/{branch}/releases/{arch}/{expected}",
         sha256=sha256,
         size=size,
-        released=date if date and _DATE.match(date) else None,
+        released=date if date and _DATE.fullmatch(date) else None,
         mirror=mirror,
     )
 
