@@ -444,3 +444,18 @@ def test_progress_lines_show_escape_sequences_escaped(capsys) -> None:
     err = capsys.readouterr().err
     assert "\x1b]" not in err and "\x07" not in err
     assert "[bold]x\\x1b]52;c;cHduZWQ=\\x07" in err
+
+
+def test_new_keeps_the_installed_base_when_the_mirror_offers_an_older_one(aq, hostile) -> None:
+    from tests.conftest import register_blank_base
+
+    base = register_blank_base(version="3.23.6")
+    hostile.routes["latest-releases.yaml"] = reply(index("3.22.1"))
+    result = aq("images", "pull")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.strip() == base.path
+    assert (
+        "older than 3.23.6" in result.stderr and "using the installed base 3.23.6" in result.stderr
+    )
+    assert releases.cached(ARCH) is None
+    assert not any(path.endswith(".iso") for path in hostile.seen)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import select
 
 from aq import host, paths
-from aq.errors import AqError, Offline, VerificationFailed
+from aq.errors import AqError, Conflict, Offline, VerificationFailed
 from aq.images import catalog, releases
 from aq.progress import Progress
 from aq.store.db import reading, writing
@@ -132,9 +132,13 @@ def ensure_base(progress: Progress, arch: str | None = None) -> Image:
         try:
             progress.step("looking up the latest Alpine release")
             release = releases.refresh(arch)
-        except Offline:
+        except (Offline, Conflict) as err:
+            # Offline, or the mirror offers an older release than the installed base:
+            # the base aq has is the better answer either way.
             fallback = current_base(arch)
             if fallback is not None and Path(fallback.path).exists():
+                if isinstance(err, Conflict):
+                    progress.step(f"{err.message}; using the installed base {fallback.version}")
                 return fallback
             raise
     found = _existing("base", release.version, arch)

@@ -25,7 +25,7 @@ from aq.safetext import for_terminal
 
 DEADLINE_S = 120.0  # total for one request (tests lower it)
 READ_TIMEOUT_S = 20.0  # for one socket read
-MIN_RATE = 64 << 10  # bytes per second a long download must keep up, on average
+MIN_RATE = 16 << 10  # bytes per second a long download must keep up, on average
 SMALL_LIMIT = 1 << 20  # an index, a .asc or a .sha256
 USER_AGENT = f"aq/{__version__}"
 OFFLINE_HINT = (
