@@ -3,6 +3,12 @@
 aq never hard-codes a version. `aq images refresh` (or the first `aq new` on a machine
 without a cached answer) reads <mirror>/latest-stable/releases/<arch>/latest-releases.yaml
 and keeps the alpine-virt entry; later `aq new` runs use the cached answer offline.
+
+The mirror is not trusted: the index is capped in size and parsed without YAML
+anchors or aliases, and every field is checked before use (the version against
+Alpine's grammar, the file name must be aq's own alpine-virt-VERSION-ARCH.iso, the
+branch must match the version, the sha256 and size must be sane). A mirror offering
+an older release than aq has already seen is refused unless the user allows it.
 """
 
 from __future__ import annotations
@@ -45,10 +51,13 @@ def index_url(mirror: str, arch: str) -> str:
 
 INDEX_LIMIT = 256 << 10  # Alpine's index is about 5 KB
 MAX_ISO = 1 << 30
-_VERSION = re.compile(r"^(\d{1,4})\.(\d{1,4})\.(\d{1,4})(?:_(alpha|beta|rc|p)(\d{1,8}))?$")
+# ASCII digits only (\d would take any script's digits): 3.23.6, 3.21.0_rc1, 3.20.3_p2.
+_VERSION = re.compile(
+    r"([0-9]{1,4})\.([0-9]{1,4})\.([0-9]{1,4})(?:_(alpha|beta|rc|p)([0-9]{1,8}))?"
+)
 _SUFFIX_ORDER = {"alpha": -3, "beta": -2, "rc": -1, None: 0, "p": 1}
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_DATE = re.compile(r"^[0-9][0-9:. TZ+-]{0,39}$")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_DATE = re.compile(r"[0-9][0-9:. TZ+-]{0,39}")
 
 
 def version_key(version: str) -> tuple[int, int, int, int, int]:
