@@ -80,6 +80,31 @@ def images_dir() -> Path:
     return home() / "images"
 
 
+def iso_file(version: str, arch: str) -> Path:
+    """Where the verified ISO of an Alpine release is kept (never a mirror's own name)."""
+    return images_dir() / f"alpine-virt-{version}-{arch}.iso"
+
+
+def part_file(path: Path) -> Path:
+    """The unverified download of `path`: private, and removed on any failure."""
+    return path.with_name(path.name + ".part")
+
+
+def release_lock(version: str, arch: str) -> Path:
+    """Held while one release is downloaded and installed, so it happens once."""
+    return images_dir() / f"alpine-{version}-{arch}.lock"
+
+
+def inside_images(path: Path | str) -> Path:
+    """`path` resolved, or ValueError unless it lies under AQ_HOME/images: aq writes
+    and deletes image files only there, whatever a mirror or a database row says."""
+    folder = images_dir().resolve()
+    resolved = Path(path).resolve()
+    if resolved == folder or not resolved.is_relative_to(folder):
+        raise ValueError(f"{path} is not inside {folder}")
+    return resolved
+
+
 def keys_dir() -> Path:
     return home() / "keys"
 

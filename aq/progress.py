@@ -6,6 +6,8 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from aq.safetext import for_terminal
+
 
 class Progress:
     """Reports what aq is doing; stdout stays clean for results and JSON."""
@@ -15,8 +17,9 @@ class Progress:
         self.quiet = quiet
 
     def step(self, text: str) -> None:
+        """One line on stderr; mirror text in it (versions, file names) is made safe."""
         if not self.quiet:
-            print(f"aq: {text}", file=sys.stderr, flush=True)
+            print(f"aq: {for_terminal(text, one_line=True)}", file=sys.stderr, flush=True)
 
     @contextmanager
     def transfer(
@@ -45,8 +48,11 @@ class Progress:
             TransferSpeedColumn(),
             TimeRemainingColumn(),
         )
+        from rich.markup import escape
+
+        safe = escape(for_terminal(label, one_line=True))  # no escapes, no rich markup
         with Bar(*columns, console=Console(stderr=True), transient=False) as bar:
-            task = bar.add_task(label, total=total, completed=done)
+            task = bar.add_task(safe, total=total, completed=done)
             yield lambda n: bar.advance(task, n)
 
 

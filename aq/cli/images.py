@@ -99,12 +99,25 @@ def rm(image_id: int) -> None:
 
 @images.command("refresh")
 @json_option
-def refresh(as_json: bool) -> None:
-    """Ask the mirror for the latest Alpine release (new VMs will use it)."""
+@click.option(
+    "--allow-older",
+    is_flag=True,
+    help="Accept a release older than one aq has already seen (a deliberate downgrade).",
+)
+def refresh(as_json: bool, allow_older: bool) -> None:
+    """Ask the mirror for the latest Alpine release (new VMs will use it).
+
+    A mirror offering an older release than aq has seen is refused unless
+    --allow-older is given.
+
+    \b
+    aq images refresh
+    aq images refresh --allow-older
+    """
     from aq import host
     from aq.images import releases
 
-    info = releases.refresh(host.guest_arch())
+    info = releases.refresh(host.guest_arch(), allow_older=allow_older)
     if as_json:
         print_json(
             {

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import select
 
 from aq import host, paths
-from aq.errors import Offline, VerificationFailed
+from aq.errors import AqError, Conflict, Offline, VerificationFailed
 from aq.images import catalog, releases
 from aq.progress import Progress
 from aq.store.db import reading, writing
@@ -44,40 +44,54 @@ def current_base(arch: str | None = None) -> Image | None:
         return catalog.newest_base(session, arch)
 
 
+def _in_images(path: Path) -> Path:
+    """`path`, refused unless it lies under AQ_HOME/images (whatever a mirror says)."""
+    from aq.images.http import shown
+
+    try:
+        paths.inside_images(path)
+    except ValueError:
+        raise AqError(f"refusing to write {shown(path)}: it is not inside aq's images") from None
+    return path
+
+
 def ensure_iso(release: ReleaseInfo, progress: Progress) -> Image:
     """The verified ISO of `release`, downloaded now if aq does not have it yet.
 
-    The file is written to a .part file and moved into place only after its sha256
-    matches the release's and its OpenPGP signature verifies; a bad file is deleted
-    and nothing is recorded.
+    The file is named by aq (not by the mirror) under AQ_HOME/images, written to a
+    private .part file and moved into place only after its size, its sha256 and its
+    OpenPGP signature check out; on any failure the .part file is deleted and nothing
+    is recorded.
     """
-    from aq.images.download import download, part_path
-    from aq.images.http import fetch
+    from aq.images.download import download
+    from aq.images.http import SMALL_LIMIT, fetch, shown
     from aq.images.verify import check_sha256, check_signature
 
     found = _existing("iso", release.version, release.arch)
     if found is not None:
         return found
-    dest = paths.make_private_dir(paths.images_dir()) / release.file
+    paths.make_private_dir(paths.images_dir())
+    dest = _in_images(paths.iso_file(release.version, release.arch))
+    part = _in_images(paths.part_file(dest))
     url = release.iso_url()
-    progress.step(f"downloading {release.file} from {url.rsplit('/', 1)[0]}")
-    part = download(url, dest, progress)
+    progress.step(f"downloading {dest.name} from {url.rsplit('/', 1)[0]}")
+    download(url, dest, progress, size=release.size)
     try:
-        progress.step(f"verifying {release.file} (sha256 and Alpine's signature)")
+        progress.step(f"verifying {dest.name} (sha256 and Alpine's signature)")
         check_sha256(part, release.sha256)
         try:
-            signature = fetch(url + ".asc")
+            signature = fetch(url + ".asc", limit=SMALL_LIMIT)
         except Offline:
             raise
         except Exception as err:
             raise VerificationFailed(
-                f"the mirror has no usable signature for {release.file}: {err}"
+                f"the mirror has no usable signature for {dest.name}: {shown(err)}"
             ) from None
         check_signature(part, signature)
+        part.replace(dest)
     except BaseException:
-        part_path(dest).unlink(missing_ok=True)
+        part.unlink(missing_ok=True)
         raise
-    part.replace(dest)
     dest.chmod(0o444)
     with writing() as session:
         return catalog.register(
@@ -99,9 +113,8 @@ def build_base(release: ReleaseInfo, progress: Progress) -> Image:
     from aq.images.install import install_base
     from aq.qemu import hostinfo
 
-    lock = (
-        paths.make_private_dir(paths.images_dir()) / f"alpine-{release.version}-{release.arch}.lock"
-    )
+    paths.make_private_dir(paths.images_dir())
+    lock = _in_images(paths.release_lock(release.version, release.arch))
     with FileLock(str(lock)):
         found = _existing("base", release.version, release.arch)
         if found is not None:
@@ -119,9 +132,13 @@ def ensure_base(progress: Progress, arch: str | None = None) -> Image:
         try:
             progress.step("looking up the latest Alpine release")
             release = releases.refresh(arch)
-        except Offline:
+        except (Offline, Conflict) as err:
+            # Offline, or the mirror offers an older release than the installed base:
+            # the base aq has is the better answer either way.
             fallback = current_base(arch)
             if fallback is not None and Path(fallback.path).exists():
+                if isinstance(err, Conflict):
+                    progress.step(f"{err.message}; using the installed base {fallback.version}")
                 return fallback
             raise
     found = _existing("base", release.version, arch)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from aq.errors import Conflict, NotFound
+from aq.errors import AqError, Conflict, NotFound
 from aq.images import catalog
 from aq.store.db import reading, writing
 from aq.store.models import Image
@@ -38,9 +38,31 @@ def list_images() -> list[ImageRow]:
         return [_row(image, used) for image, used in catalog.listing(session)]
 
 
+def _check_deletable(image: Image) -> None:
+    """Refuse, before anything changes, to delete a file outside AQ_HOME/images: the
+    path comes from the database, and a row that points elsewhere is not aq's file."""
+    from aq import paths
+    from aq.safetext import for_terminal
+
+    try:
+        paths.inside_images(image.path)
+    except ValueError:
+        raise AqError(
+            f"image {image.id} is recorded at {for_terminal(image.path, one_line=True)}, "
+            "outside aq's images folder; aq will not delete it",
+            hint="the database was changed outside aq; move that file into "
+            "AQ_HOME/images or delete the row",
+        ) from None
+
+
 def _delete_files(image_paths: list[str]) -> None:
+    from aq import paths
+
     for text in image_paths:
-        path = Path(text)
+        try:
+            path = paths.inside_images(text)  # checked again just before unlinking
+        except ValueError:
+            continue
         path.unlink(missing_ok=True)
         if path.suffix == ".qcow2":
             path.with_name(path.stem + ".install.log").unlink(missing_ok=True)
@@ -57,6 +79,7 @@ def prune() -> list[ImageRow]:
             children = session.scalars(select(Image.id).where(Image.parent_id == image.id))
             if children.first() is not None:
                 continue
+            _check_deletable(image)
             removed.append(_row(image, []))
             catalog.forget(session, image)
     _delete_files([row.path for row in removed])
@@ -75,6 +98,7 @@ def remove(image_id: int) -> ImageRow:
                 f"image {image_id} backs VM(s) {', '.join(users)}",
                 hint="remove those VMs first (`aq rm NAME`)",
             )
+        _check_deletable(image)
         row = _row(image, [])
         catalog.forget(session, image)
     _delete_files([row.path])

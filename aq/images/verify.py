@@ -13,6 +13,7 @@ from pathlib import Path
 
 from aq import config
 from aq.errors import InvalidInput, VerificationFailed
+from aq.safetext import for_terminal
 
 ALPINE_FINGERPRINT = "0482D84022F52DF1C4E7CD43293ACD0907D9495A"
 ALPINE_KEY = Path(__file__).resolve().parent.parent / "keys" / "ncopa.asc"
@@ -76,7 +77,8 @@ def check_signature(path: Path, signature: bytes) -> str:
         result = sq.verify(file=str(path), signature=sig, store=lambda _ids: certs)
     except Exception as err:
         raise VerificationFailed(
-            f"{path.name} failed its OpenPGP signature check: {str(err).splitlines()[0]}",
+            f"{path.name} failed its OpenPGP signature check: "
+            f"{for_terminal((str(err).splitlines() or [''])[0], one_line=True)}",
             hint="the download is not signed by Alpine's key (or AQ_TRUSTED_KEY)",
         ) from None
     fingerprints = {c.fingerprint.upper() for c in certs}
