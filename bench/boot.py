@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -85,7 +86,9 @@ class Timeline:
             last = ended
 
 
-def stock_argv(binary: str, disk: Path, serial: Path, ports: int, smp: int, cpu: str | None):
+def stock_argv(
+    binary: str, disk: Path, serial: Path, ports: int, smp: int, cpu: str | None, extra=()
+):
     argv = [binary, "-machine", "pc", "-accel", "tcg", "-m", "1024", "-smp", str(smp)]
     if cpu:
         argv += ["-cpu", cpu]
@@ -99,10 +102,12 @@ def stock_argv(binary: str, disk: Path, serial: Path, ports: int, smp: int, cpu:
         for port in range(ports):
             argv += ["-chardev", f"null,id=p{port}"]
             argv += ["-device", f"virtserialport,bus=vser0.0,chardev=p{port},name=p.{port}"]
-    return argv
+    return [*argv, *extra]
 
 
-def stock_boot(disk: Path, ports: int = 0, smp: int = 1, cpu: str | None = None) -> Timeline:
+def stock_boot(
+    disk: Path, ports: int = 0, smp: int = 1, cpu: str | None = None, extra=()
+) -> Timeline:
     """Boot an overlay of `disk` with the stock line until login; the QEMU is killed."""
     from aq.qemu.hostinfo import qemu_binary
 
@@ -112,7 +117,7 @@ def stock_boot(disk: Path, ports: int = 0, smp: int = 1, cpu: str | None = None)
             ["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(disk), "-F", "qcow2", overlay],
             check=True,
         )
-        argv = stock_argv(qemu_binary("x86_64"), overlay, serial, ports, smp, cpu)
+        argv = stock_argv(qemu_binary("x86_64"), overlay, serial, ports, smp, cpu, extra)
         start = time.perf_counter()
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         timeline = Timeline(serial, start)
@@ -160,6 +165,7 @@ def main() -> int:
     ap.add_argument("--smp", type=int, default=1, help="vCPUs on the stock line")
     ap.add_argument("--cpu", default=None, help="-cpu on the stock line (default: QEMU's)")
     ap.add_argument("--all", action="store_true", help="every console line in the timelines")
+    ap.add_argument("--extra", default="", help="more QEMU options for the stock line")
     args = ap.parse_args()
     with environment():
         from aq import paths
@@ -174,8 +180,10 @@ def main() -> int:
                 aq("stop", NAME)
             took, ours = aq_boot()
             aq("stop", NAME)
-        stock = stock_boot(disk, args.ports, args.smp, args.cpu)
+        extra = shlex.split(args.extra)
+        stock = stock_boot(disk, args.ports, args.smp, args.cpu, extra)
         label = f"stock QEMU -smp {args.smp} -cpu {args.cpu or 'default'} + {args.ports} ports"
+        label += f" {args.extra}" if extra else ""
         login = stock.login_at
         if not args.stock_only:
             ours.show("cold aq start", args.all)
