@@ -1,8 +1,8 @@
 """Starting and stopping VMs: the state machine meets QEMU.
 
   start   created/stopped -> booting (QEMU launched, daemonized) -> running (the guest's
-          command channel answers; the boot's duration goes into the history); a failed or timed-out
-          boot stops QEMU and records booting -> stopped with the reason.
+          command channel answers; the boot's duration goes into the history); a failed or
+          timed-out boot stops QEMU and records booting -> stopped with the reason.
   stop    running -> stopping -> stopped: ACPI power button (QMP system_powerdown),
           then QMP quit, then SIGKILL, each fallback written into the history.
 
