@@ -57,6 +57,10 @@ def set_value(key: str, value: str | None) -> None:
     _check_key(key)
     if key == "mirror" and value and not value.startswith(("http://", "https://", "file://")):
         raise InvalidInput(f"invalid mirror {value!r}", hint="give an http(s):// URL")
+    if key == "accel" and value is not None:
+        value = value.lower()
+        if value not in ("hvf", "kvm", "tcg"):
+            raise InvalidInput(f"unknown accelerator {value!r}", hint="use one of hvf, kvm, tcg")
     with writing() as session:
         row = session.get(Setting, key)
         if value is None:

@@ -1,8 +1,8 @@
 """Starting and stopping VMs: the state machine meets QEMU.
 
-  start   created/stopped -> booting (QEMU launched, daemonized) -> running (the guest
-          shows a login prompt and its command channel answers); a failed or timed-out
-          boot stops QEMU and records booting -> stopped with the reason.
+  start   created/stopped -> booting (QEMU launched, daemonized) -> running (the guest's
+          command channel answers; the boot's duration goes into the history); a failed or
+          timed-out boot stops QEMU and records booting -> stopped with the reason.
   stop    running -> stopping -> stopped: ACPI power button (QMP system_powerdown),
           then QMP quit, then SIGKILL, each fallback written into the history.
 
@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from aq import alloc, lifecycle, machine, paths, reconcile
+from aq import alloc, boottime, lifecycle, machine, paths, reconcile
 from aq.console.expect import transcript_tail
 from aq.errors import AqError, Conflict, GuestTimeout, WrongState
 from aq.guest import channel
@@ -131,16 +131,15 @@ def _saw_login(files: paths.VmFiles, offset: int) -> bool:
 
 
 def _wait_ready(files: paths.VmFiles, ident: process.Identity, offset: int, timeout: float):
-    """Until the console shows a login prompt and the command channel answers."""
+    """Until the command channel answers (the guest can run commands: that is ready)."""
     deadline = time.monotonic() + timeout
-    login = False
     while True:
         if not process.is_alive(ident, files.pidfile):
             raise _BootFailed("QEMU exited during boot")
-        login = login or _saw_login(files, offset)
-        if login and channel.ping(files, timeout=min(3.0, max(deadline - time.monotonic(), 0.1))):
+        if channel.ping(files, timeout=min(3.0, max(deadline - time.monotonic(), 0.1))):
             return
         if time.monotonic() > deadline:
+            login = _saw_login(files, offset)
             what = "the command channel did not answer" if login else "no login prompt"
             raise _BootFailed(f"the guest was not ready within {timeout:.0f}s ({what})")
         time.sleep(0.25)
@@ -203,6 +202,7 @@ def start(
         argv = machine.argv(vm, files, host)
         argv[0] = binary
         offset = _console_offset(files)
+        launched = time.monotonic()  # boot-time hook (aq.boottime)
         try:
             ident = process.launch(argv, files.pidfile, files.cmdline, files.stderr)
         except process.LaunchError as err:
@@ -227,7 +227,7 @@ def start(
                 session,
                 vm.id,
                 "ready",
-                f"guest ready (QEMU pid {ident.pid})",
+                boottime.ready_detail(time.monotonic() - launched, ident.pid),
                 owner_pid=None,
                 owner_started=None,
             )

@@ -4,6 +4,7 @@ reconciliation, ports and MACs."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import time
@@ -58,6 +59,9 @@ def test_start_runs_commands_and_shows_status(installed, persist) -> None:
     assert hostname == persist  # each VM made from the base is itself
     events = _events(installed, persist)
     assert [e[:2] for e in events[-2:]] == [("start", "booting"), ("ready", "running")]
+    # The boot's duration is in the history and in status (aq.boottime).
+    assert re.fullmatch(r"guest ready in \d+\.\d s \(QEMU pid \d+\)", events[-1][2])
+    assert 0 < status["last_boot_s"] == float(events[-1][2].split()[3])
 
 
 def test_root_filesystem_fills_the_bigger_disk(installed, persist) -> None:

@@ -50,22 +50,32 @@ def _pairs(argv: list[str]) -> list[tuple[str, str]]:
 
 
 @pytest.mark.parametrize(
-    ("host", "binary", "machine_arg", "accel", "cpu"),
+    ("host", "binary", "machine_arg", "accel", "cpu", "smp"),
     [
-        ("mac-arm", "qemu-system-aarch64", "virt,highmem=on", "hvf", "host"),
-        ("mac-intel", "qemu-system-x86_64", "pc", "hvf", "host"),
-        ("linux-kvm", "qemu-system-x86_64", "pc", "kvm", "host"),
-        ("linux-tcg", "qemu-system-x86_64", "pc", "tcg", None),
-        ("linux-arm-tcg", "qemu-system-aarch64", "virt,highmem=on", "tcg", "max"),
+        ("mac-arm", "qemu-system-aarch64", "virt,highmem=on", "hvf", "host", "2"),
+        ("mac-intel", "qemu-system-x86_64", "pc", "hvf", "host", "2"),
+        ("linux-kvm", "qemu-system-x86_64", "pc", "kvm", "host", "2"),
+        # TCG: the measured defaults (aq.qemu.cmdline.tcg_cpus, cpu_model)
+        ("linux-tcg", "qemu-system-x86_64", "pc", "tcg", "qemu64", "1"),
+        ("linux-arm-tcg", "qemu-system-aarch64", "virt,highmem=on", "tcg", "max", "1"),
     ],
 )
-def test_machine_accel_cpu_per_host(host, binary, machine_arg, accel, cpu) -> None:
-    argv = _argv(host)
+def test_machine_accel_cpu_per_host(host, binary, machine_arg, accel, cpu, smp) -> None:
+    argv = _argv(host)  # the VM asks for 2 vCPUs
     pairs = dict(_pairs(argv))
     assert argv[0] == binary
     assert pairs["-machine"] == machine_arg
     assert pairs["-accel"] == accel
-    assert pairs.get("-cpu") == cpu
+    assert pairs["-cpu"] == cpu
+    assert pairs["-smp"] == smp
+
+
+@pytest.mark.parametrize(
+    ("cpus", "accel", "expected"),
+    [(1, "tcg", 1), (2, "tcg", 1), (8, "tcg", 1), (2, "kvm", 2), (8, "hvf", 8), (1, "kvm", 1)],
+)
+def test_tcg_caps_vcpus(cpus, accel, expected) -> None:
+    assert cmdline.tcg_cpus(cpus, accel) == expected
 
 
 def test_firmware_only_for_arm() -> None:
@@ -77,7 +87,7 @@ def test_vm_devices_and_channels() -> None:
     argv = _argv("linux-tcg")
     joined = " ".join(argv)
     pairs = _pairs(argv)
-    assert ("-smp", "2") in pairs and ("-m", "1024") in pairs
+    assert ("-smp", "1") in pairs and ("-m", "1024") in pairs  # TCG: one vCPU
     assert ("-device", "virtio-net-pci,netdev=net0,mac=52:54:00:12:34:56") in pairs
     netdev = dict(pairs)["-netdev"]
     assert "hostfwd=tcp:127.0.0.1:2222-:22" in netdev
@@ -127,19 +137,15 @@ def test_installer_boots_iso_kernel() -> None:
         ("darwin", "TCG", False, "tcg"),
     ],
 )
-def test_choose_accel(monkeypatch, system, override, kvm, expected) -> None:
-    monkeypatch.delenv("AQ_ACCEL", raising=False)
-    assert choose_accel(system, override, kvm=kvm) == expected
+def test_choose_accel(system, override, kvm, expected) -> None:
+    assert choose_accel(system, override, kvm=kvm).accel == expected
 
 
-def test_accel_from_environment(monkeypatch) -> None:
-    monkeypatch.setenv("AQ_ACCEL", "tcg")
-    assert choose_accel("linux", None, kvm=True) == "tcg"
-    monkeypatch.setenv("AQ_ACCEL", "xen")
+def test_unknown_accelerator_is_invalid_input() -> None:
     from aq.errors import InvalidInput
 
     with pytest.raises(InvalidInput):
-        choose_accel("linux", None, kvm=True)
+        choose_accel("linux", "xen", kvm=True)
 
 
 def test_serial_device() -> None:

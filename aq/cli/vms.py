@@ -94,7 +94,7 @@ def status(name: str, as_json: bool) -> None:
     \b
     aq status guest-1 --json
     """
-    from aq import vm
+    from aq import boottime, vm
     from aq.units import format_size
 
     found = vm.get(name)
@@ -103,6 +103,7 @@ def status(name: str, as_json: bool) -> None:
     data["backing_chain"] = vm.backing_chain(found)
     data["uptime_s"] = vm.uptime(found)
     data["accel"] = found.accel
+    data["last_boot_s"] = boottime.last_boot(found.id)  # boot-time hook (aq.boottime)
     data["guest"] = vm.guest_status(found)
     data["ssh_host_key"] = found.ssh_host_key
     if as_json:
@@ -120,6 +121,7 @@ def status(name: str, as_json: bool) -> None:
         ("pid", found.pid or "-"),
         ("uptime", "-" if uptime is None else _duration(uptime)),
         ("accel", found.accel or "-"),
+        ("last boot", "-" if data["last_boot_s"] is None else f"{data['last_boot_s']:.1f} s"),
         ("cpus", found.cpus),
         ("memory", format_size(found.memory_mib << 20)),
         ("mac", found.mac),

@@ -1,8 +1,9 @@
 """What the host's QEMU can do: which binary, which accelerator, which firmware.
 
 Everything here is detected at run time, never hard-coded to a versioned path: the
-accelerator from the OS and /dev/kvm (AQ_ACCEL or --accel override it), UEFI firmware
-from the QEMU installation's own firmware descriptors and data directories.
+accelerator from the OS and /dev/kvm, checked by running a test guest once (aq.qemu.accel;
+--accel, AQ_ACCEL or `aq config set accel` override it), UEFI firmware from the QEMU
+installation's own firmware descriptors and data directories.
 """
 
 from __future__ import annotations
@@ -12,12 +13,14 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
 from aq import host
 from aq.errors import AqError, InvalidInput
+from aq.qemu import accel as probing
 
 ACCELERATORS = ("hvf", "kvm", "tcg")
 
@@ -56,22 +59,64 @@ def kvm_usable() -> bool:
     return True
 
 
-def choose_accel(system: str, override: str | None = None, kvm: bool | None = None) -> str:
-    """hvf on macOS, KVM on Linux when /dev/kvm is usable, TCG otherwise.
+@dataclass(frozen=True)
+class AccelChoice:
+    accel: str
+    note: str | None = None  # one line for the user when aq fell back to TCG
 
-    `override` (from --accel or AQ_ACCEL) wins; it is checked, not trusted blindly.
+
+Probe = Callable[[str], probing.Verdict]  # accelerator -> can it run a guest here?
+
+
+def _trust(_accel: str) -> probing.Verdict:
+    return probing.Verdict(True)
+
+
+def choose_accel(
+    system: str,
+    requested: str | None = None,
+    kvm: bool | None = None,
+    arch: str = "x86_64",
+    probe: Probe = _trust,
+) -> AccelChoice:
+    """hvf on macOS, KVM on Linux when it can run a guest, TCG otherwise.
+
+    `requested` (--accel, AQ_ACCEL or `aq config set accel`) wins, but an explicit KVM
+    that cannot run a guest is an error with a hint rather than QEMU's own assertion.
+    Without a request, KVM that /dev/kvm offers but cannot run a guest (nested
+    virtualization) falls back to TCG with a note. `probe` is only asked about KVM on
+    x86_64 (the test guest is x86 code); hvf is trusted: QEMU fails clearly without it.
     """
-    override = override or os.environ.get("AQ_ACCEL") or None
-    if override:
-        override = override.lower()
-        if override not in ACCELERATORS:
-            raise InvalidInput(f"unknown accelerator {override!r}", hint="use one of hvf, kvm, tcg")
-        return override
+    if requested:
+        requested = requested.lower()
+        if requested not in ACCELERATORS:
+            raise InvalidInput(
+                f"unknown accelerator {requested!r}", hint="use one of hvf, kvm, tcg"
+            )
+        if requested == "kvm" and arch == "x86_64":
+            verdict = probe("kvm")
+            if not verdict.works:
+                raise AqError(
+                    f"KVM cannot run a guest on this host ({verdict.reason})",
+                    hint="use --accel tcg (or AQ_ACCEL=tcg, or `aq config set accel tcg`)",
+                )
+        return AccelChoice(requested)
     if system == "darwin":
-        return "hvf"
-    if system.startswith("linux") and (kvm if kvm is not None else kvm_usable()):
-        return "kvm"
-    return "tcg"
+        return AccelChoice("hvf")
+    if not system.startswith("linux") or not (kvm if kvm is not None else kvm_usable()):
+        return AccelChoice("tcg")
+    verdict = probe("kvm") if arch == "x86_64" else probing.Verdict(True)
+    if verdict.works:
+        return AccelChoice("kvm")
+    note = f"KVM is present but cannot run a guest here ({verdict.reason}); using TCG"
+    return AccelChoice("tcg", note if verdict.fresh else None)
+
+
+def configured_accel() -> str | None:
+    """AQ_ACCEL, else `aq config set accel` (the environment wins)."""
+    from aq import config
+
+    return config.get("accel")
 
 
 @cache
@@ -140,10 +185,22 @@ def _match_descriptor(desc: Path, arch: str) -> Path | None:
 
 
 def detect(accel: str | None = None) -> HostInfo:
-    """Inspect this host: OS, matching guest arch, accelerator and firmware."""
+    """Inspect this host: OS, matching guest arch, accelerator and firmware.
+
+    The first time KVM is considered on this host and QEMU, a test guest runs (at most
+    PROBE_TIMEOUT seconds); the verdict is remembered (aq.qemu.accel). A fallback to TCG
+    is said once, in one line on stderr, when it is first found.
+    """
     arch = host.guest_arch()
     system = "darwin" if sys.platform == "darwin" else "linux"
-    chosen = choose_accel(system, accel)
+
+    def probe(name: str) -> probing.Verdict:
+        return probing.remembered(qemu_binary(arch), name)
+
+    choice = choose_accel(system, accel or configured_accel(), arch=arch, probe=probe)
+    if choice.note:
+        print(f"aq: {choice.note}", file=sys.stderr, flush=True)
+    chosen = choice.accel
     firmware = None
     if arch == "aarch64":
         binary = qemu_binary(arch)

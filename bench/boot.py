@@ -1,0 +1,201 @@
+"""Cold `aq start` to ready, against a stock QEMU command line booting the same disk.
+
+One run, the same disk: first `aq start` (cold: QEMU not running; until it returns,
+the guest answering on the command channel), then a stock QEMU line
+(`-accel tcg -m 1024 -smp 1`, one virtio disk, one virtio NIC, the serial port to a
+file, none of aq's devices) booting a throwaway overlay of that VM's disk through the
+firmware until its login prompt. Prints both durations, their ratio (target <= 0.5
+eventually) and a boot timeline for each: console lines with their arrival time since
+the start, so the next stall shows at a glance.
+
+Run: .venv/bin/python bench/boot.py            (TCG: a few minutes)
+     .venv/bin/python bench/boot.py --stock-only --ports 24 --smp 2 --cpu max
+       (experiments: the stock line plus N virtio-serial ports, other vCPUs or CPU model)
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.testvm import aq, ensure_vm, environment
+
+NAME = "bench-boot"
+TIMEOUT = 600.0
+LOGIN = re.compile(rb"login: ?$", re.M)
+GAP = 2.0  # seconds of console silence worth showing in the timeline
+
+
+class Timeline:
+    """Console lines from a growing log file, each stamped with its arrival time."""
+
+    def __init__(self, log: Path, start: float, offset: int = 0) -> None:
+        self.log, self.start, self.offset = log, start, offset
+        self.partial = b""
+        self.began: float | None = None  # when the partial line's first byte came
+        self.lines: list[tuple[float, float, str]] = []  # began, ended, text
+        self.seen = b""
+        self.login_at: float | None = None  # when a login prompt first showed
+
+    def poll(self) -> None:
+        try:
+            with self.log.open("rb") as handle:
+                handle.seek(self.offset)
+                data = handle.read()
+        except FileNotFoundError:
+            return
+        if not data:
+            return
+        self.offset += len(data)
+        self.seen += data
+        now = time.perf_counter() - self.start
+        if self.login_at is None and LOGIN.search(self.seen):
+            self.login_at = now
+        *complete, self.partial = (self.partial + data).split(b"\n")
+        for raw in complete:
+            text = raw.decode(errors="replace").replace("\r", "").strip()
+            text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)
+            if text:
+                self.lines.append((now if self.began is None else self.began, now, text))
+            self.began = None
+        if self.partial.strip() and self.began is None:
+            self.began = now
+
+    def show(self, title: str, every: bool = False) -> None:
+        """Lines after a gap > GAP s or taking > GAP s to finish (and the first and last).
+
+        A line is stamped when its first byte came; OpenRC prints "* Doing X ..." first
+        and "[ ok ]" when X is done, so a slow step shows as a line that took long.
+        """
+        print(f"-- timeline: {title} (s since start; +gap before the line; line took)")
+        last = 0.0
+        for index, (began, ended, text) in enumerate(self.lines):
+            gap, took = began - last, ended - began
+            if every or gap > GAP or took > GAP or index in (0, len(self.lines) - 1):
+                mark = f"+{gap:5.1f}" if gap > GAP else "      "
+                slow = f"{took:5.1f}" if took > GAP else "     "
+                print(f"{began:7.1f} {mark} {slow}  {text[:90]}")
+            last = ended
+
+
+def stock_argv(
+    binary: str, disk: Path, serial: Path, ports: int, smp: int, cpu: str | None, extra=()
+):
+    argv = [binary, "-machine", "pc", "-accel", "tcg", "-m", "1024", "-smp", str(smp)]
+    if cpu:
+        argv += ["-cpu", cpu]
+    argv += ["-display", "none", "-monitor", "none", "-parallel", "none"]
+    argv += ["-drive", f"if=none,id=d0,file={disk},format=qcow2"]
+    argv += ["-device", "virtio-blk-pci,drive=d0"]
+    argv += ["-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0"]
+    argv += ["-serial", f"file:{serial}"]
+    if ports:
+        argv += ["-device", "virtio-serial-pci,id=vser0,max_ports=31"]
+        for port in range(ports):
+            argv += ["-chardev", f"null,id=p{port}"]
+            argv += ["-device", f"virtserialport,bus=vser0.0,chardev=p{port},name=p.{port}"]
+    return [*argv, *extra]
+
+
+def stock_boot(
+    disk: Path, ports: int = 0, smp: int = 1, cpu: str | None = None, extra=()
+) -> Timeline:
+    """Boot an overlay of `disk` with the stock line until login; the QEMU is killed."""
+    from aq.qemu.hostinfo import qemu_binary
+
+    with tempfile.TemporaryDirectory(prefix="aq-bench-boot-") as tmp:
+        overlay, serial = Path(tmp) / "overlay.qcow2", Path(tmp) / "serial.log"
+        subprocess.run(
+            ["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(disk), "-F", "qcow2", overlay],
+            check=True,
+        )
+        argv = stock_argv(qemu_binary("x86_64"), overlay, serial, ports, smp, cpu, extra)
+        start = time.perf_counter()
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        timeline = Timeline(serial, start)
+        try:
+            while timeline.login_at is None:
+                if proc.poll() is not None:
+                    raise SystemExit(f"stock QEMU exited with status {proc.returncode}")
+                if time.perf_counter() - start > TIMEOUT:
+                    raise SystemExit("stock QEMU did not reach a login prompt")
+                time.sleep(0.05)
+                timeline.poll()
+        finally:
+            proc.kill()
+            proc.wait(30)
+        return timeline
+
+
+def aq_boot() -> tuple[float, Timeline]:
+    """Cold `aq start` until it returns, with its console timeline."""
+    from aq import paths
+
+    log = paths.vm_files(NAME).console_log
+    offset = log.stat().st_size if log.exists() else 0
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "aq", "start", NAME, "--timeout", str(TIMEOUT)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    timeline = Timeline(log, start, offset)
+    while proc.poll() is None:
+        time.sleep(0.05)
+        timeline.poll()
+    took = time.perf_counter() - start
+    timeline.poll()
+    if proc.returncode != 0:
+        raise SystemExit(f"aq start failed: {proc.stderr.read().decode(errors='replace')}")
+    return took, timeline
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--stock-only", action="store_true", help="only the stock QEMU boot")
+    ap.add_argument("--ports", type=int, default=0, help="virtio-serial ports on the stock line")
+    ap.add_argument("--smp", type=int, default=1, help="vCPUs on the stock line")
+    ap.add_argument("--cpu", default=None, help="-cpu on the stock line (default: QEMU's)")
+    ap.add_argument("--all", action="store_true", help="every console line in the timelines")
+    ap.add_argument("--extra", default="", help="more QEMU options for the stock line")
+    args = ap.parse_args()
+    with environment():
+        from aq import paths
+
+        ensure_vm(NAME)
+        aq("stop", NAME, "--force", check=False)
+        disk = paths.vm_files(NAME).disk
+        if not args.stock_only:
+            if "ready" not in aq("history", NAME).stdout:
+                print("first boot of the VM (host keys are made once; not measured)", flush=True)
+                aq("start", NAME, "--timeout", str(TIMEOUT))
+                aq("stop", NAME)
+            took, ours = aq_boot()
+            aq("stop", NAME)
+        extra = shlex.split(args.extra)
+        stock = stock_boot(disk, args.ports, args.smp, args.cpu, extra)
+        label = f"stock QEMU -smp {args.smp} -cpu {args.cpu or 'default'} + {args.ports} ports"
+        label += f" {args.extra}" if extra else ""
+        login = stock.login_at
+        if not args.stock_only:
+            ours.show("cold aq start", args.all)
+        stock.show(label, args.all)
+        print(f"{label}: login prompt after {login:.1f}s")
+        if args.stock_only:
+            return 0
+        ratio = took / login
+        print(f"cold aq start to ready: {took:.1f}s")
+        print(f"ratio {ratio:.2f} (target <= 0.5 eventually)  {'OK' if ratio <= 0.5 else 'OVER'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
