@@ -73,9 +73,25 @@ launch() {
 	return $status
 }
 
+workdir() {
+	# A private folder with the two fifos, in the first place that can hold one.
+	for base in /tmp /run /dev/shm; do
+		d=$(mktemp -d "$base/aq-exec.XXXXXX" 2>/dev/null) || continue
+		if mkfifo "$d/out" "$d/err" 2>/dev/null; then
+			echo "$d"
+			return 0
+		fi
+		rm -rf "$d"
+	done
+	return 1
+}
+
 run() {
-	dir=$(mktemp -d /tmp/aq-exec.XXXXXX) || return 1
-	mkfifo "$dir/out" "$dir/err"
+	if ! dir=$(workdir); then
+		# Say so rather than leave the host waiting for a result that never comes.
+		echo "F no work folder: /tmp, /run and /dev/shm are full or read-only" >&3
+		return 1
+	fi
 	dd if="$dir/out" bs=65536 2>"$dir/out.stat" >&5 &
 	opump=$!
 	dd if="$dir/err" bs=65536 2>"$dir/err.stat" >&6 &

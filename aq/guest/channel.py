@@ -17,16 +17,21 @@ A session, host first:
   host -> ctl  "E"                  stdin EOF
   host -> ctl  "K <SIGNAL>"         signal the command's process group (Ctrl-C: INT)
   agent -> ctl "R <status> <o> <e>" exit status and the byte counts sent on out/err
+  agent -> ctl "F <reason>"         instead of R: the command could not be started
 
 and "P <nonce>" is answered with "P <nonce>" (readiness). Stdout and stderr stay raw,
 so output is binary-safe and streams as it comes; the counts tell the host when both
 streams are complete. If the host goes away, the agent kills the command.
+
+The guest is not trusted: control lines are at most LINE_MAX bytes, what aq captures
+for itself at most CAPTURE_MAX, and the guest's words are made safe before aq prints them.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import io
 import os
 import secrets
 import select
@@ -42,8 +47,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from aq.errors import AqError, Conflict, GuestTimeout
+from aq.errors import EXEC_FAILURE, AqError, Conflict, GuestTimeout
 from aq.paths import VmFiles, short_socket_path
+from aq.safetext import for_terminal
 
 SLOTS = 8
 STREAMS = ("ctl", "out", "err")
@@ -53,10 +59,18 @@ GATHER = 0.01  # seconds to wait for more stdin before a frame goes out
 TIMEOUT_EXIT = 124  # as timeout(1) does
 START_REPEAT = 1.0  # seconds between repeats of an unanswered session start
 START_WAIT = 120.0  # seconds before an unanswered session start is an error
+LINE_MAX = 4096  # bytes in one control line from the guest
+CAPTURE_MAX = 1 << 20  # bytes of output aq keeps from a command it runs for itself
 
 
 class ChannelError(AqError):
     """The command channel failed (the VM stopped, or the agent is not there)."""
+
+
+class AgentFailed(ChannelError):
+    """The guest's agent could not start the command (read-only or full /tmp, ...)."""
+
+    exit_code = EXEC_FAILURE
 
 
 @dataclass
@@ -135,9 +149,13 @@ def slot(files: VmFiles, wait: float = 60.0) -> Iterator[Slot]:
 
 
 class _LineReader:
+    """Control lines from the guest: each at most LINE_MAX bytes, found in linear time
+    (a guest that sends one endless line is refused, not buffered)."""
+
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
-        self.buffer = b""
+        self.buffer = bytearray()
+        self.scanned = 0  # bytes of the buffer already known to hold no newline
 
     def feed(self) -> bool:
         data = self.sock.recv(CHUNK)
@@ -145,9 +163,26 @@ class _LineReader:
         return bool(data)
 
     def lines(self) -> Iterator[str]:
-        while b"\n" in self.buffer:
-            line, self.buffer = self.buffer.split(b"\n", 1)
+        while True:
+            index = self.buffer.find(b"\n", self.scanned)
+            if index < 0:
+                self.scanned = len(self.buffer)
+                if self.scanned > LINE_MAX:
+                    raise _too_long()
+                return
+            if index > LINE_MAX:
+                raise _too_long()
+            line = bytes(self.buffer[:index])
+            del self.buffer[: index + 1]
+            self.scanned = 0
             yield line.decode(errors="replace").strip()
+
+
+def _too_long() -> ChannelError:
+    return ChannelError(
+        f"the guest sent a control line longer than {LINE_MAX} bytes",
+        hint="the guest's command agent is not aq's; restart the VM (`aq stop`, `aq start`)",
+    )
 
 
 def ping(files: VmFiles, timeout: float = 5.0, slot_number: int = 0) -> bool:
@@ -171,7 +206,7 @@ def ping(files: VmFiles, timeout: float = 5.0, slot_number: int = 0) -> bool:
             if f"P {nonce}" in reader.lines():
                 return True
         return False
-    except OSError:
+    except (OSError, ChannelError):
         return False
     finally:
         sock.close()
@@ -274,8 +309,20 @@ class _Session:
                 self.send(b"X %d\n" % len(argv_line) + argv_line)
                 if not self.stdin_open:
                     self.send(b"E\n")
+            elif kind == "F" and self.started:
+                raise AgentFailed(
+                    f"the guest could not run the command: {for_terminal(rest, one_line=True)}",
+                    hint="the guest's /tmp, /run and /dev/shm may be full or read-only; "
+                    "see `aq console NAME`",
+                )
             elif kind == "R" and self.started:
-                status, out_bytes, err_bytes = (int(x) for x in rest.split())
+                try:
+                    status, out_bytes, err_bytes = (int(x) for x in rest.split())
+                except ValueError:
+                    raise ChannelError(
+                        "the guest's command agent sent a malformed result",
+                        hint="restart the VM (`aq stop`, `aq start`)",
+                    ) from None
                 self.status = status
                 self.out.expected = out_bytes
                 self.err.expected = err_bytes
@@ -412,14 +459,35 @@ def run(files: VmFiles, argv: Sequence[str], options: ExecOptions) -> int:
             signal.signal(signal.SIGTERM, previous_term)
 
 
+class _Bounded(io.BytesIO):
+    """Output kept in memory, refused past `limit` bytes (a guest may send any amount)."""
+
+    def __init__(self, limit: int, what: str) -> None:
+        super().__init__()
+        self.limit = limit
+        self.what = what
+
+    def write(self, data) -> int:  # type: ignore[override]
+        if self.tell() + len(data) > self.limit:
+            raise ChannelError(
+                f"the guest sent more than {self.limit} bytes of {self.what}",
+                hint="aq expected a short answer; see `aq console NAME`",
+            )
+        return super().write(data)
+
+
 def capture(
-    files: VmFiles, argv: Sequence[str], stdin: bytes | None = None, timeout: float | None = 60
+    files: VmFiles,
+    argv: Sequence[str],
+    stdin: bytes | None = None,
+    timeout: float | None = 60,
+    limit: int = CAPTURE_MAX,
 ) -> tuple[int, bytes, bytes]:
-    """Run `argv` and collect its output (for aq's own use: small outputs)."""
-    import io
+    """Run `argv` and collect its output (for aq's own use: at most `limit` bytes of
+    each stream, or ChannelError)."""
     import tempfile
 
-    out, err = io.BytesIO(), io.BytesIO()
+    out, err = _Bounded(limit, "output"), _Bounded(limit, "error output")
     with tempfile.TemporaryFile() as source:
         source.write(stdin or b"")
         source.seek(0)

@@ -1,20 +1,25 @@
 """Talking QMP to a running VM, with the QEMU project's own library (qemu.qmp).
 
-The synchronous `QEMUMonitorProtocol` wrapper suits a CLI: connect, send one or two
-commands, disconnect. Connections are retried briefly (the socket may not exist yet).
+A CLI needs short sessions: connect, send one or two commands, disconnect. Every step
+has a deadline, negotiation included: a wedged QEMU (or anything else listening on the
+socket) that accepts the connection and then says nothing must not hang `aq ls` or
+`aq status`. Connections are retried briefly, since the socket may not exist yet.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
-from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
-
 from aq.errors import AqError
 from aq.paths import short_socket_path
+
+COMMAND_TIMEOUT = 10.0  # seconds for one QMP command's answer
+RETRY_EVERY = 0.1
 
 
 class MonitorError(AqError):
@@ -22,48 +27,67 @@ class MonitorError(AqError):
 
 
 class Monitor:
-    """A short QMP session: `with Monitor(path) as qmp: qmp.command("query-status")`."""
+    """A short QMP session: `with Monitor(path) as qmp: qmp.command("query-status")`.
 
-    def __init__(self, path: Path, connect_timeout: float = 10.0) -> None:
+    `connect_timeout` bounds connecting and negotiating together (with retries).
+    """
+
+    def __init__(
+        self, path: Path, connect_timeout: float = 10.0, command_timeout: float = COMMAND_TIMEOUT
+    ) -> None:
         self.path = path
         self.connect_timeout = connect_timeout
-        self._qmp: Any = None
+        self.command_timeout = command_timeout
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._client: Any = None
+
+    def _run(self, coroutine, timeout: float):
+        assert self._loop is not None
+        return self._loop.run_until_complete(asyncio.wait_for(coroutine, timeout))
 
     def __enter__(self) -> Monitor:
-        from qemu.qmp import QMPError
-        from qemu.qmp.legacy import QEMUMonitorProtocol
+        from qemu.qmp import QMPClient, QMPError
 
         logging.getLogger("qemu.qmp").setLevel(logging.CRITICAL)
-        retrying = Retrying(
-            retry=retry_if_exception_type((OSError, QMPError)),
-            stop=stop_after_delay(self.connect_timeout),
-            wait=wait_fixed(0.1),
-            reraise=True,
-        )
-        try:
-            for attempt in retrying:
-                with attempt:
-                    qmp = QEMUMonitorProtocol(short_socket_path(self.path))
-                    try:
-                        qmp.connect(negotiate=True)
-                    except BaseException:
-                        qmp.close()
-                        raise
-        except (OSError, QMPError) as err:
-            raise MonitorError(f"cannot talk to QEMU's monitor ({self.path.name}): {err}") from err
-        self._qmp = qmp
-        return self
+        self._loop = asyncio.new_event_loop()
+        deadline = time.monotonic() + self.connect_timeout
+        address = short_socket_path(self.path)
+        while True:
+            client = QMPClient("aq")
+            try:
+                self._run(client.connect(address), max(deadline - time.monotonic(), 0.05))
+                self._client = client
+                return self
+            except (OSError, QMPError, TimeoutError) as err:
+                with contextlib.suppress(Exception):
+                    self._run(client.disconnect(), 2.0)
+                if time.monotonic() + RETRY_EVERY >= deadline:
+                    self._close_loop()
+                    what = "did not answer in time" if isinstance(err, TimeoutError) else err
+                    raise MonitorError(
+                        f"cannot talk to QEMU's monitor ({self.path.name}): {what}"
+                    ) from err
+                time.sleep(RETRY_EVERY)
+
+    def _close_loop(self) -> None:
+        if self._loop is not None:
+            self._loop.close()
+            self._loop = None
 
     def __exit__(self, *exc: object) -> None:
-        if self._qmp is not None:
+        if self._client is not None:
             with contextlib.suppress(Exception):
-                self._qmp.close()
+                self._run(self._client.disconnect(), 2.0)
+            self._client = None
+        self._close_loop()
 
     def command(self, name: str, **args: Any) -> Any:
         from qemu.qmp import QMPError
 
         try:
-            return self._qmp.cmd(name, **args)
+            return self._run(self._client.execute(name, args or None), self.command_timeout)
+        except TimeoutError as err:
+            raise MonitorError(f"QMP {name}: QEMU did not answer in time") from err
         except (OSError, QMPError, EOFError) as err:
             raise MonitorError(f"QMP {name} failed: {err}") from err
 
@@ -71,7 +95,7 @@ class Monitor:
 def query_status(path: Path) -> str | None:
     """QEMU's run state ('running', 'paused', 'guest-panicked', ...), or None."""
     try:
-        with Monitor(path, connect_timeout=2.0) as qmp:
+        with Monitor(path, connect_timeout=2.0, command_timeout=2.0) as qmp:
             return qmp.command("query-status").get("status")
     except MonitorError:
         return None
