@@ -8,6 +8,7 @@ home) is put in root's authorized_keys over the same channel before connecting.
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,7 +17,12 @@ from aq import sshkeys
 from aq.errors import AqError
 from aq.guest import channel
 from aq.paths import VmFiles, write_private
+from aq.safetext import for_terminal
 
+# A public key line as sshd writes it (the guest is not trusted to write one).
+HOST_KEY = re.compile(
+    r"(ssh-ed25519|ecdsa-sha2-nistp(256|384|521)|ssh-rsa) [A-Za-z0-9+/]+=*( [ -~]*)?"
+)
 HOST_KEY_FILES = (
     "/etc/ssh/ssh_host_ed25519_key.pub",
     "/etc/ssh/ssh_host_ecdsa_key.pub",
@@ -73,7 +79,13 @@ def read_host_key(files: VmFiles) -> str:
             hint="install it in the guest: aq exec NAME -- sh -c 'apk add openssh && "
             "rc-update add sshd && rc-service sshd start'",
         )
-    return out.decode().strip().splitlines()[0]
+    first = out.decode(errors="replace").strip().splitlines()[0]
+    if not HOST_KEY.fullmatch(first):
+        raise AqError(
+            f"the VM's SSH host key is malformed: {for_terminal(first[:80], one_line=True)}",
+            hint="the guest may be compromised; check /etc/ssh in it",
+        )
+    return first
 
 
 def authorize(files: VmFiles, public_key: str) -> None:
@@ -84,7 +96,7 @@ def authorize(files: VmFiles, public_key: str) -> None:
     )
     status, _, err = channel.capture(files, ["sh", "-c", script, "sh", public_key], timeout=60)
     if status != 0:
-        raise AqError(f"could not authorize aq's key in the VM: {err.decode().strip()}")
+        raise AqError(f"could not authorize aq's key in the VM: {for_terminal(err.strip())}")
 
 
 def prepare(files: VmFiles, name: str, recorded: str | None) -> tuple[Path, str]:

@@ -25,6 +25,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_f
 
 from aq.errors import AqError, GuestTimeout
 from aq.paths import open_private, short_socket_path
+from aq.safetext import for_terminal
 
 ANSI = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]|\r")
 PROMPT = b"aq-console# "
@@ -38,8 +39,9 @@ def transcript_tail(path: Path, lines: int = 15) -> str:
     except OSError:
         return ""
     text = ANSI.sub(b"", data).decode(errors="replace")
-    kept = [line for line in text.splitlines() if line.strip()]
-    return "\n".join(kept[-lines:])
+    kept = [line for line in text.split("\n") if line.strip()]
+    # The guest chose these bytes: what is left of its escape sequences is shown, not run.
+    return for_terminal("\n".join(kept[-lines:]))
 
 
 class ConsoleError(AqError):

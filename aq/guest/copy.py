@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aq.errors import AqError, InvalidInput, NotFound
-from aq.guest import channel
+from aq.guest import channel, untar
 from aq.paths import VmFiles
+from aq.safetext import for_terminal
 
 
 @dataclass(frozen=True)
@@ -81,21 +82,10 @@ def to_guest(files: VmFiles, source: Path, dest: str, recursive: bool) -> None:
             files, ["tar", "x", "-C", folder], channel.ExecOptions(stdin, out, err, timeout=None)
         )
         err.seek(0)
-        message = err.read().decode(errors="replace").strip()
+        message = for_terminal(err.read(4096).strip())
     packer.join()
     if status != 0:
         raise AqError(f"copying into the VM failed: {message or f'tar exit status {status}'}")
-
-
-def _inside(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
-    """tarfile's "tar" filter, except that symlinks keep their targets (they are the
-    guest's own, such as /etc/localtime); no member may land outside `dest`."""
-    if member.issym():
-        parts = Path(member.name).parts
-        if member.name.startswith("/") or ".." in parts:
-            raise tarfile.OutsideDestinationError(member, member.name)
-        return member
-    return tarfile.tar_filter(member, dest)
 
 
 def _guest_kind(files: VmFiles, source: str) -> tuple[str, str]:
@@ -105,24 +95,53 @@ def _guest_kind(files: VmFiles, source: str) -> tuple[str, str]:
     )
     status, out, _ = channel.capture(files, ["sh", "-c", probe, "sh", source], timeout=120)
     if status != 0:
-        raise NotFound(f"{source} does not exist in the VM", hint="check the path in the VM")
+        raise NotFound(
+            f"{for_terminal(source, one_line=True)} does not exist in the VM",
+            hint="check the path in the VM",
+        )
     kind, _, real = out.decode(errors="surrogateescape").rstrip("\n").partition(" ")
+    if kind not in ("d", "f") or not real.startswith("/"):
+        raise channel.ChannelError(
+            "the guest gave a malformed answer about the path to copy",
+            hint="the guest's tools may be broken or compromised",
+        )
     return kind, real
 
 
+def _target_name(source: str) -> str:
+    """The name the copy gets on the host: from the user's SOURCE, never from the guest."""
+    wanted = posixpath.basename(source.rstrip("/"))
+    if wanted in ("", ".", ".."):
+        raise InvalidInput(
+            f"{for_terminal(source, one_line=True)} names no file or folder to copy",
+            hint="name it: aq cp NAME:/path/to/dir DEST",
+        )
+    return wanted
+
+
 def from_guest(files: VmFiles, source: str, dest: Path, recursive: bool) -> None:
-    """Copy `source` in the guest to host `dest` (into it, if it is a directory)."""
+    """Copy `source` in the guest to host `dest` (into it, if it is a directory).
+
+    The guest's tar stream is unpacked by aq.guest.untar into a private folder beside
+    the destination and moved into place only when every member passed its checks.
+    """
     kind, real = _guest_kind(files, source)
     if kind == "d" and not recursive:
-        raise InvalidInput(f"{source} is a directory in the VM", hint="use aq cp -r")
+        raise InvalidInput(
+            f"{for_terminal(source, one_line=True)} is a directory in the VM", hint="use aq cp -r"
+        )
     # A symlink named as the source is followed (as cp and scp do); links inside a
-    # copied tree stay links.
+    # copied tree stay links when they stay inside it.
     parent, name = posixpath.split(real)
-    wanted = posixpath.basename(source.rstrip("/")) or name
+    if not name:
+        raise InvalidInput("aq cp cannot copy the VM's whole root folder", hint="name a folder")
+    wanted = _target_name(source)
     target = dest / wanted if dest.is_dir() else dest
+    if not target.parent.is_dir():
+        raise NotFound(f"{target.parent} is not a folder", hint="check the destination")
     work = Path(tempfile.mkdtemp(prefix=".aq-cp-", dir=target.parent))
     try:
-        with tempfile.TemporaryFile() as archive, tempfile.TemporaryFile() as err:
+        with tempfile.TemporaryFile(dir=work) as archive, tempfile.TemporaryFile() as err:
             status = channel.run(
                 files,
                 ["tar", "c", "-C", parent or "/", name],
@@ -130,18 +149,19 @@ def from_guest(files: VmFiles, source: str, dest: Path, recursive: bool) -> None
             )
             if status != 0:
                 err.seek(0)
-                raise AqError(f"copying out of the VM failed: {err.read().decode().strip()}")
+                raise AqError(
+                    "copying out of the VM failed: "
+                    + for_terminal(err.read(4096).strip() or f"tar exit status {status}")
+                )
             archive.seek(0)
-            with tarfile.open(fileobj=archive, mode="r|") as tar:
-                tar.extractall(work, filter=_inside)
-        extracted = work / name
-        if target.is_dir():
-            if not extracted.is_dir():
-                raise InvalidInput(f"{target} is a directory; {source} is not")
-            shutil.copytree(extracted, target, symlinks=True, dirs_exist_ok=True)
-        elif target.exists() and extracted.is_dir():
-            raise InvalidInput(f"{target} is a file; {source} is a directory")
+            extracted = untar.unpack(archive, work, name)
+        if target.is_dir() and not target.is_symlink():
+            if not extracted.is_dir() or extracted.is_symlink():
+                raise InvalidInput(f"{target} is a directory; {for_terminal(source, True)} is not")
+            untar.merge(extracted, target)
+        elif os.path.lexists(target) and extracted.is_dir() and not extracted.is_symlink():
+            raise InvalidInput(f"{target} is a file; {for_terminal(source, True)} is a directory")
         else:
-            extracted.replace(target)
+            os.replace(extracted, target)
     finally:
         shutil.rmtree(work, ignore_errors=True)
