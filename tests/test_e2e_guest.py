@@ -303,3 +303,92 @@ def test_ssh_records_the_guest_host_key_and_checks_it(installed, shared_vm, tmp_
 def test_ssh_end_to_end_against_real_alpine(installed, shared_vm) -> None:
     result = installed.aq("ssh", shared_vm, "--", "cat", "/etc/alpine-release")
     assert result.stdout.strip().count(".") == 2
+
+
+def _crafted_archive(outside: Path) -> bytes:
+    """What a compromised guest's tar might send: a hard link to a host file, then a
+    regular file of the same name that would be written through it."""
+    import io
+    import tarfile
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        top = tarfile.TarInfo("top")
+        top.type, top.mode = tarfile.DIRTYPE, 0o755
+        archive.addfile(top)
+        link = tarfile.TarInfo("top/x")
+        link.type, link.linkname = tarfile.LNKTYPE, str(outside / "secret")
+        archive.addfile(link)
+        body = b"owned\n"
+        again = tarfile.TarInfo("top/x")
+        again.size, again.mode = len(body), 0o4777
+        archive.addfile(again, io.BytesIO(body))
+    return buffer.getvalue()
+
+
+def test_cp_refuses_what_a_compromised_guest_tar_sends(installed, shared_vm, tmp_path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    secret = outside / "secret"
+    secret.write_text("keep me\n")
+    before = (secret.read_text(), secret.stat().st_mode, secret.stat().st_mtime_ns)
+    installed.aq(
+        "exec",
+        shared_vm,
+        "--",
+        "sh",
+        "-c",
+        "mkdir -p /root/top && cat > /root/evil.tar",
+        input=_crafted_archive(outside),
+        text=False,
+    )
+    fake_tar = '#!/bin/sh\n[ "$1" = c ] && exec cat /root/evil.tar\nexec /bin/tar "$@"\n'
+    installed.aq(
+        "exec",
+        shared_vm,
+        "--",
+        "sh",
+        "-c",
+        "cat > /usr/local/bin/tar && chmod 755 /usr/local/bin/tar",
+        input=fake_tar,
+    )
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    try:
+        result = installed.aq("cp", "-r", f"{shared_vm}:/root/top", str(dest), check=False)
+    finally:
+        installed.sh(shared_vm, "rm -f /usr/local/bin/tar /root/evil.tar")
+    assert result.returncode == 1, result.stderr
+    assert "refused top/x from the VM" in result.stderr and "hard link" in result.stderr
+    assert (secret.read_text(), secret.stat().st_mode, secret.stat().st_mtime_ns) == before
+    assert list(dest.iterdir()) == []
+
+
+def test_exec_fails_fast_when_the_guest_has_no_room_to_run_it(installed, shared_vm) -> None:
+    # Full filesystems over every place the agent can make its work folder, for 30 s.
+    cover = (
+        "for d in /tmp /run /dev/shm; do mkdir -p $d; "
+        "mount -t tmpfs -o size=4k,nr_inodes=1 aq-full $d || exit 1; done; "
+        "sleep 30; umount /dev/shm /run /tmp"
+    )
+    installed.aq(
+        "exec",
+        shared_vm,
+        "--",
+        "sh",
+        "-c",
+        f"setsid sh -c '{cover}' </dev/null >/dev/null 2>&1 &",
+    )
+    try:
+        time.sleep(3)
+        began = time.monotonic()
+        result = installed.aq("exec", shared_vm, "--", "true", check=False, timeout=120)
+        took = time.monotonic() - began
+        assert result.returncode == 255, result.stderr
+        assert "could not run the command" in result.stderr and "no work folder" in result.stderr
+        assert took < 20, took
+    finally:
+        deadline = time.monotonic() + 90
+        while installed.aq("exec", shared_vm, "--", "true", check=False).returncode != 0:
+            assert time.monotonic() < deadline, "the guest did not recover"
+            time.sleep(3)
