@@ -10,6 +10,9 @@ _UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?", re.IGNORECASE)
 
 
+MAX_SIZE = float(1 << 60)  # bytes; anything near this is a typo
+
+
 def parse_size(text: str, default_unit: str = "") -> int:
     """Bytes in `text`: a number with an optional K/M/G/T suffix (powers of 1024)."""
     match = _SIZE.fullmatch(text.strip())
@@ -19,7 +22,12 @@ def parse_size(text: str, default_unit: str = "") -> int:
         )
     number, unit = match.groups()
     unit = (unit or default_unit).lower()
-    value = int(float(number) * _UNITS[unit])
+    scaled = float(number) * _UNITS[unit]
+    if not scaled < MAX_SIZE:  # also catches inf from a thousand-digit number
+        raise InvalidInput(
+            f"invalid size {text!r}: it is too large", hint="sizes go up to a few TiB"
+        )
+    value = int(scaled)
     if value <= 0:
         raise InvalidInput(f"invalid size {text!r}: it must be more than zero")
     return value

@@ -27,6 +27,7 @@ from aq.units import format_size
 SSH_GUEST_PORT = 22
 DEFAULT_CPUS = 2
 DEFAULT_MEMORY_MIB = 1024
+MAX_DISK_SIZE = 64 << 40  # qcow2's limit
 REMOVED = State.REMOVED.value
 
 
@@ -90,7 +91,11 @@ def check_spec(spec: NewVm) -> None:
     if not 1 <= spec.cpus <= 64:
         raise InvalidInput(f"invalid CPU count {spec.cpus}: use 1-64")
     if not 64 <= spec.memory_mib <= 1024 * 1024:
-        raise InvalidInput(f"invalid memory size {spec.memory_mib} MiB: use at least 64M")
+        raise InvalidInput(f"invalid memory size {spec.memory_mib} MiB: use 64M to 1T")
+    if spec.disk_size is not None and spec.disk_size > MAX_DISK_SIZE:
+        raise InvalidInput(
+            f"invalid disk size {format_size(spec.disk_size)}: qcow2 holds at most 64T"
+        )
     seen: set[tuple[str, int, str]] = set()
     for fwd in spec.forwards:
         if fwd.host_port is None:

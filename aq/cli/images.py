@@ -88,7 +88,7 @@ def prune(as_json: bool) -> None:
 
 
 @images.command("rm")
-@click.argument("image_id", type=int)
+@click.argument("image_id", type=click.IntRange(1, 2**63 - 1))
 def rm(image_id: int) -> None:
     """Remove one image by id; refused while a VM's disk stands on it."""
     from aq.images.manage import remove
