@@ -86,5 +86,5 @@ EXIT_CODES: dict[int, str] = {
     8: "the guest did not answer in time",
     124: "aq exec --timeout: the command was killed when its time ran out",
     EXEC_FAILURE: "aq exec / aq ssh: aq itself failed (the guest command's own status "
-    "is passed through otherwise)",
+    "is passed through otherwise); any command: the guest's agent could not start a command",
 }
