@@ -216,9 +216,22 @@ def short_socket_path(path: Path) -> str:
 
         raise AqError(f"{links} is open to other users", hint=hint)
     link = links / digest
-    if not link.is_symlink() or os.readlink(link) != str(path.parent):
+    if not _our_link_to(link, path.parent):
         tmp = links / f".{digest}.{os.getpid()}"
         tmp.unlink(missing_ok=True)
         tmp.symlink_to(path.parent)
         tmp.replace(link)
     return str(link / path.name)
+
+
+def _our_link_to(link: Path, target: Path) -> bool:
+    """Whether `link` is a symlink of ours to `target` (else it is replaced)."""
+    try:
+        info = os.lstat(link)
+    except FileNotFoundError:
+        return False
+    return (
+        stat.S_ISLNK(info.st_mode)
+        and info.st_uid == os.getuid()
+        and os.readlink(link) == str(target)
+    )

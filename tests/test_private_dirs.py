@@ -120,3 +120,21 @@ def test_make_private_dir_creates_and_tightens_its_own(tmp_path: Path) -> None:
     loose.chmod(0o755)
     paths.make_private_dir(loose)
     assert os.lstat(loose).st_mode & 0o777 == 0o700
+
+
+def test_a_link_that_is_not_ours_or_points_elsewhere_is_replaced(
+    tmpdir_env: Path, tmp_path: Path
+) -> None:
+    sock = _long_socket(tmp_path)
+    short = Path(paths.short_socket_path(sock))
+    link = short.parent
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    for owner in (os.getuid(), 65534):  # a wrong target of ours, then someone else's link
+        link.unlink()
+        link.symlink_to(elsewhere)
+        os.lchown(link, owner, owner)
+        assert Path(paths.short_socket_path(sock)) == short
+        assert os.lstat(link).st_uid == os.getuid()
+        assert os.readlink(link) == str(sock.parent)
+    assert sorted(p.name for p in tmpdir_env.iterdir()) == [link.name]  # no leftovers
