@@ -130,9 +130,10 @@ def test_a_link_that_is_not_ours_or_points_elsewhere_is_replaced(
     link = short.parent
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    for owner in (os.getuid(), 65534):  # a wrong target of ours, then someone else's link
+    cases = [(os.getuid(), elsewhere), (65534, elsewhere), (65534, sock.parent)]
+    for owner, target in cases:  # a wrong target of ours, then someone else's links
         link.unlink()
-        link.symlink_to(elsewhere)
+        link.symlink_to(target)
         os.lchown(link, owner, owner)
         assert Path(paths.short_socket_path(sock)) == short
         assert os.lstat(link).st_uid == os.getuid()
