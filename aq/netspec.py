@@ -1,4 +1,7 @@
-"""Port-forward specs as users write them: `-p 8080:80`, `-p 80`, `-p 0.0.0.0:53:53/udp`."""
+"""Port-forward specs as users write them: `-p 8080:80`, `-p 80`, `-p 0.0.0.0:53:53/udp`.
+
+Host addresses are IPv4: QEMU's user network (7.2, as on Debian 12) refuses IPv6 ones.
+"""
 
 from __future__ import annotations
 
@@ -55,9 +58,17 @@ def parse_forward(spec: str) -> ForwardSpec:
                 f"invalid port spec {spec!r}: an address needs a host port", hint=hint
             )
         try:
-            addr = str(ipaddress.ip_address(addr.strip("[]")))
+            address = ipaddress.ip_address(addr.strip("[]"))
         except ValueError:
             raise InvalidInput(f"invalid port spec {spec!r}: bad address", hint=hint) from None
+        if address.version != 4:
+            # QEMU 7.2's user network parses hostfwd addresses as IPv4 only ("Bad host
+            # address"), so refuse here rather than fail at the next start.
+            raise InvalidInput(
+                f"invalid port spec {spec!r}: QEMU forwards only IPv4 host addresses",
+                hint="use 127.0.0.1 (this machine only) or 0.0.0.0 (every interface)",
+            )
+        addr = str(address)
     host = _port(match["host"], "host", spec) if match["host"] else None
     return ForwardSpec(
         guest_port=_port(match["guest"], "guest", spec),

@@ -7,6 +7,7 @@ Linux). Every directory aq makes is private to its owner (0700).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import stat
@@ -30,11 +31,29 @@ def home() -> Path:
 
 
 def make_private_dir(path: Path) -> Path:
-    """Create `path` (and parents) readable by the owner only; return it."""
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if path.stat().st_mode & 0o077:
+    """Create `path` (and parents) readable by the owner only; return it.
+
+    An existing `path` must be a real directory of ours: a symlink or another user's
+    folder could send aq's files (sockets, keys, disks) somewhere someone else controls.
+    """
+    with contextlib.suppress(FileExistsError):  # checked below, symlinks included
+        path.mkdir(mode=0o700, parents=True)
+    info = _own_directory(path, "remove it, or choose another AQ_HOME")
+    if info.st_mode & 0o077:
         path.chmod(0o700)
     return path
+
+
+def _own_directory(path: Path, hint: str) -> os.stat_result:
+    """The lstat of `path`, or AqError unless it is a directory (not a symlink) of ours."""
+    from aq.errors import AqError
+
+    info = os.lstat(path)
+    if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
+        raise AqError(f"{path} is not a directory (a symlink or a file?)", hint=hint)
+    if info.st_uid != os.getuid():
+        raise AqError(f"{path} belongs to another user (uid {info.st_uid})", hint=hint)
+    return info
 
 
 PRIVATE_UMASK = 0o077  # for QEMU: its sockets, pid file and logs, owner only
@@ -186,11 +205,33 @@ def short_socket_path(path: Path) -> str:
     if len(text.encode()) <= MAX_SOCKET_PATH:
         return text
     digest = hashlib.sha256(str(path.parent).encode()).hexdigest()[:16]
-    links = make_private_dir(Path(tempfile.gettempdir()) / f"aq-{os.getuid()}")
+    links = Path(tempfile.gettempdir()) / f"aq-{os.getuid()}"
+    # A shared temp directory: whoever made aq-UID first owns it, so trust it only if it
+    # is our own private directory; never repair it (it may hold someone's symlinks).
+    with contextlib.suppress(FileExistsError):
+        links.mkdir(mode=0o700)
+    hint = "remove it, or set TMPDIR to a private directory"
+    if _own_directory(links, hint).st_mode & 0o077:
+        from aq.errors import AqError
+
+        raise AqError(f"{links} is open to other users", hint=hint)
     link = links / digest
-    if not link.is_symlink() or os.readlink(link) != str(path.parent):
+    if not _our_link_to(link, path.parent):
         tmp = links / f".{digest}.{os.getpid()}"
         tmp.unlink(missing_ok=True)
         tmp.symlink_to(path.parent)
         tmp.replace(link)
     return str(link / path.name)
+
+
+def _our_link_to(link: Path, target: Path) -> bool:
+    """Whether `link` is a symlink of ours to `target` (else it is replaced)."""
+    try:
+        info = os.lstat(link)
+    except FileNotFoundError:
+        return False
+    return (
+        stat.S_ISLNK(info.st_mode)
+        and info.st_uid == os.getuid()
+        and os.readlink(link) == str(target)
+    )

@@ -18,7 +18,7 @@ from aq.units import format_size, parse_size
         ("53/udp", ForwardSpec(53, protocol="udp")),
         ("5353:53/udp", ForwardSpec(53, 5353, protocol="udp")),
         ("0.0.0.0:8080:80", ForwardSpec(80, 8080, "0.0.0.0")),
-        ("[::1]:8080:80/tcp", ForwardSpec(80, 8080, "::1")),
+        ("[127.0.0.1]:8080:80/tcp", ForwardSpec(80, 8080)),
     ],
 )
 def test_parse_forward(spec, expected) -> None:

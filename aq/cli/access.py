@@ -85,7 +85,7 @@ def _only_running_vm() -> str:
     flag_value=0,
     default=None,
     metavar="[PORT]",
-    help="Serve the console on 127.0.0.1 for a telnet client.",
+    help="Serve the console on 127.0.0.1 for a telnet client of yours (no other user).",
 )
 def console(name: str | None, telnet_port: int | None) -> None:
     """Attach this terminal to a VM's serial console; detach with Ctrl-].
@@ -107,9 +107,10 @@ def console(name: str | None, telnet_port: int | None) -> None:
         return
     server = telnet.listen(telnet_port)
 
-    def ready(port: int) -> None:
+    def ready(port: int, token: str) -> None:
         click.echo(f"telnet 127.0.0.1 {port}")
-        note(f"serving the console of '{name}' on 127.0.0.1:{port}; Ctrl-C to stop")
+        note(f"serving the console of '{name}' on 127.0.0.1:{port} to you only; Ctrl-C to stop")
+        note(f"if the client is asked for a token, type: {token}")
         sys.stdout.flush()
 
     try:
