@@ -365,9 +365,10 @@ def test_cp_refuses_what_a_compromised_guest_tar_sends(installed, shared_vm, tmp
 
 
 def test_exec_fails_fast_when_the_guest_has_no_room_to_run_it(installed, shared_vm) -> None:
-    # Full filesystems over every place the agent can make its work folder, for 30 s.
+    # Full filesystems over every place the agent can make its work folder, for 30 s,
+    # from 2 s on (so the exec that sets it up has finished with its own work folder).
     cover = (
-        "for d in /tmp /run /dev/shm; do mkdir -p $d; "
+        "sleep 2; for d in /tmp /run /dev/shm; do mkdir -p $d; "
         "mount -t tmpfs -o size=4k,nr_inodes=1 aq-full $d || exit 1; done; "
         "sleep 30; umount /dev/shm /run /tmp"
     )
@@ -380,7 +381,7 @@ def test_exec_fails_fast_when_the_guest_has_no_room_to_run_it(installed, shared_
         f"setsid sh -c '{cover}' </dev/null >/dev/null 2>&1 &",
     )
     try:
-        time.sleep(3)
+        time.sleep(5)
         began = time.monotonic()
         result = installed.aq("exec", shared_vm, "--", "true", check=False, timeout=120)
         took = time.monotonic() - began
