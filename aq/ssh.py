@@ -19,10 +19,8 @@ from aq.guest import channel
 from aq.paths import VmFiles, write_private
 from aq.safetext import for_terminal
 
-# A public key line as sshd writes it (the guest is not trusted to write one).
-HOST_KEY = re.compile(
-    r"(ssh-ed25519|ecdsa-sha2-nistp(256|384|521)|ssh-rsa) [A-Za-z0-9+/]+=*( [ -~]*)?"
-)
+HOST_KEY = re.compile(r"(ssh|ecdsa|sk)-[A-Za-z0-9@.-]+")
+KEY_DATA = re.compile(r"[A-Za-z0-9+/]+={0,3}")
 HOST_KEY_FILES = (
     "/etc/ssh/ssh_host_ed25519_key.pub",
     "/etc/ssh/ssh_host_ecdsa_key.pub",
@@ -79,13 +77,14 @@ def read_host_key(files: VmFiles) -> str:
             hint="install it in the guest: aq exec NAME -- sh -c 'apk add openssh && "
             "rc-update add sshd && rc-service sshd start'",
         )
-    first = out.decode(errors="replace").strip().splitlines()[0]
-    if not HOST_KEY.fullmatch(first):
+    line = out.decode(errors="replace").strip().splitlines()[0]
+    words = line.split()
+    if len(words) < 2 or not HOST_KEY.fullmatch(words[0]) or not KEY_DATA.fullmatch(words[1]):
         raise AqError(
-            f"the VM's SSH host key is malformed: {for_terminal(first[:80], one_line=True)}",
-            hint="the guest may be compromised; check /etc/ssh in it",
+            f"the VM's SSH host key is malformed: {for_terminal(line[:200], one_line=True)}",
+            hint="check the guest's /etc/ssh/ssh_host_*_key.pub",
         )
-    return first
+    return line
 
 
 def authorize(files: VmFiles, public_key: str) -> None:
@@ -96,7 +95,8 @@ def authorize(files: VmFiles, public_key: str) -> None:
     )
     status, _, err = channel.capture(files, ["sh", "-c", script, "sh", public_key], timeout=60)
     if status != 0:
-        raise AqError(f"could not authorize aq's key in the VM: {for_terminal(err.strip())}")
+        reason = for_terminal(err[:4096].strip(), one_line=True)
+        raise AqError(f"could not authorize aq's key in the VM: {reason}")
 
 
 def prepare(files: VmFiles, name: str, recorded: str | None) -> tuple[Path, str]:

@@ -305,91 +305,92 @@ def test_ssh_end_to_end_against_real_alpine(installed, shared_vm) -> None:
     assert result.stdout.strip().count(".") == 2
 
 
-def _crafted_archive(outside: Path) -> bytes:
-    """What a compromised guest's tar might send: a hard link to a host file, then a
-    regular file of the same name that would be written through it."""
+def _crafted_archive(top: str, host_file: Path) -> bytes:
+    """A tar a hostile guest might send: a hard link to a host file, then a regular
+    file of the same name (writing through the link would change the host file)."""
     import io
     import tarfile
 
     buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as archive:
-        top = tarfile.TarInfo("top")
-        top.type, top.mode = tarfile.DIRTYPE, 0o755
-        archive.addfile(top)
-        link = tarfile.TarInfo("top/x")
-        link.type, link.linkname = tarfile.LNKTYPE, str(outside / "secret")
-        archive.addfile(link)
-        body = b"owned\n"
-        again = tarfile.TarInfo("top/x")
-        again.size, again.mode = len(body), 0o4777
-        archive.addfile(again, io.BytesIO(body))
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        folder = tarfile.TarInfo(top)
+        folder.type, folder.mode = tarfile.DIRTYPE, 0o755
+        tar.addfile(folder)
+        link = tarfile.TarInfo(f"{top}/h")
+        link.type, link.linkname = tarfile.LNKTYPE, str(host_file)
+        tar.addfile(link)
+        data = b"owned by the guest\n"
+        payload = tarfile.TarInfo(f"{top}/h")
+        payload.size, payload.mode = len(data), 0o4777
+        tar.addfile(payload, io.BytesIO(data))
     return buffer.getvalue()
 
 
-def test_cp_refuses_what_a_compromised_guest_tar_sends(installed, shared_vm, tmp_path) -> None:
-    outside = tmp_path / "outside"
+def test_cp_from_a_guest_whose_tar_is_hostile_changes_nothing(
+    installed, shared_vm, tmp_path
+) -> None:
+    import base64
+
+    outside = tmp_path / "host"
     outside.mkdir()
-    secret = outside / "secret"
-    secret.write_text("keep me\n")
-    before = (secret.read_text(), secret.stat().st_mode, secret.stat().st_mtime_ns)
-    installed.aq(
-        "exec",
+    sentinel = outside / "sentinel"
+    sentinel.write_text("precious\n")
+    sentinel.chmod(0o600)
+    os.utime(sentinel, (1_000_000, 1_000_000))
+    dest = outside / "dest"
+    dest.mkdir()
+    before = (sentinel.read_bytes(), sentinel.stat(), sorted(os.listdir(outside)))
+    encoded = base64.b64encode(_crafted_archive("evil", sentinel)).decode()
+    fake_tar = f"#!/bin/sh\nbase64 -d <<'EOF'\n{encoded}\nEOF\n"
+    installed.sh(
         shared_vm,
-        "--",
-        "sh",
-        "-c",
-        "mkdir -p /root/top && cat > /root/evil.tar",
-        input=_crafted_archive(outside),
-        text=False,
-    )
-    fake_tar = '#!/bin/sh\n[ "$1" = c ] && exec cat /root/evil.tar\nexec /bin/tar "$@"\n'
-    installed.aq(
-        "exec",
-        shared_vm,
-        "--",
-        "sh",
-        "-c",
-        "cat > /usr/local/bin/tar && chmod 755 /usr/local/bin/tar",
+        "mkdir -p /usr/local/bin /root/evil && cat > /usr/local/bin/tar && "
+        "chmod 755 /usr/local/bin/tar",
         input=fake_tar,
     )
-    dest = tmp_path / "dest"
-    dest.mkdir()
     try:
-        result = installed.aq("cp", "-r", f"{shared_vm}:/root/top", str(dest), check=False)
+        result = installed.aq("cp", "-r", f"{shared_vm}:/root/evil", str(dest), check=False)
     finally:
-        installed.sh(shared_vm, "rm -f /usr/local/bin/tar /root/evil.tar")
-    assert result.returncode == 1, result.stderr
-    assert "refused top/x from the VM" in result.stderr and "hard link" in result.stderr
-    assert (secret.read_text(), secret.stat().st_mode, secret.stat().st_mtime_ns) == before
-    assert list(dest.iterdir()) == []
+        installed.sh(shared_vm, "rm -rf /usr/local/bin/tar /root/evil")
+    assert result.returncode == 1, result
+    assert result.stderr.count("\n") == 1 and "refused" in result.stderr, result.stderr
+    after = (sentinel.read_bytes(), sentinel.stat(), sorted(os.listdir(outside)))
+    assert (after[0], after[2]) == (before[0], before[2])
+    assert (after[1].st_mode, after[1].st_mtime, after[1].st_ino) == (
+        before[1].st_mode,
+        before[1].st_mtime,
+        before[1].st_ino,
+    )
+    assert os.listdir(dest) == []
 
 
-def test_exec_fails_fast_when_the_guest_has_no_room_to_run_it(installed, shared_vm) -> None:
-    # Full filesystems over every place the agent can make its work folder, for 30 s,
-    # from 2 s on (so the exec that sets it up has finished with its own work folder).
-    cover = (
-        "sleep 2; for d in /tmp /run /dev/shm; do mkdir -p $d; "
-        "mount -t tmpfs -o size=4k,nr_inodes=1 aq-full $d || exit 1; done; "
-        "sleep 30; umount /dev/shm /run /tmp"
+def test_exec_fails_fast_when_the_guest_cannot_start_a_command(installed, shared_vm) -> None:
+    """Read-only tmpfs over /tmp, /run and /dev/shm: the agent has no work folder. A
+    detached job in the guest undoes the mounts after 20 s, for the tests that follow."""
+    script = (
+        "setsid sh -c 'sleep 20; for d in /dev/shm /run /tmp; do "
+        'grep -q "^aqblock $d " /proc/mounts && umount -l $d; done\' '
+        "</dev/null >/dev/null 2>&1 &\n"
+        "for d in /tmp /run /dev/shm; do "
+        "[ -d $d ] && mount -t tmpfs -o ro,size=16k aqblock $d || :; done\n"
     )
-    installed.aq(
-        "exec",
-        shared_vm,
-        "--",
-        "sh",
-        "-c",
-        f"setsid sh -c '{cover}' </dev/null >/dev/null 2>&1 &",
-    )
+    installed.sh(shared_vm, script)
     try:
-        time.sleep(5)
-        began = time.monotonic()
+        started = time.monotonic()
         result = installed.aq("exec", shared_vm, "--", "true", check=False, timeout=120)
-        took = time.monotonic() - began
-        assert result.returncode == 255, result.stderr
-        assert "could not run the command" in result.stderr and "no work folder" in result.stderr
-        assert took < 20, took
+        elapsed = time.monotonic() - started
+        assert result.returncode == 255, result
+        assert "could not start the command" in result.stderr, result.stderr
+        assert "/tmp" in result.stderr and result.stderr.count("\n") == 1
+        assert elapsed < 15, elapsed
+        copied = installed.aq(
+            "cp", f"{shared_vm}:/etc/hostname", "/nonexistent-aq-dir/x", check=False
+        )
+        assert copied.returncode == 255 and "could not start" in copied.stderr, copied
     finally:
         deadline = time.monotonic() + 90
-        while installed.aq("exec", shared_vm, "--", "true", check=False).returncode != 0:
-            assert time.monotonic() < deadline, "the guest did not recover"
+        while time.monotonic() < deadline:
+            if installed.aq("exec", shared_vm, "--", "true", check=False).returncode == 0:
+                break
             time.sleep(3)
+    assert installed.aq("exec", shared_vm, "--", "true", check=False).returncode == 0

@@ -2,7 +2,8 @@
 
 A small expect-like layer over QEMU's console socket, with no tio/expect/socat needed.
 Everything the guest prints is appended to a transcript file; when a wait fails, the
-error shows the transcript's last lines and its path.
+error shows the transcript's last lines (made safe for a terminal: the guest chooses
+them) and its path. What is kept in memory to match against is bounded (BUFFER_MAX).
 
 Gotchas handled here: the terminal echoes each command, so a marker that appears
 literally in a command would match its own echo (markers are printed with printf so
@@ -30,17 +31,18 @@ from aq.safetext import for_terminal
 ANSI = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]|\r")
 PROMPT = b"aq-console# "
 LOGIN = re.compile(rb"login: ?$", re.M)
+BUFFER_MAX = 1 << 20  # bytes of console output kept for matching
 
 
 def transcript_tail(path: Path, lines: int = 15) -> str:
-    """The last readable lines of a transcript, control sequences removed."""
+    """The last readable lines of a transcript, safe to print: CSI sequences removed,
+    every other control character shown escaped (no OSC/DCS reaches the terminal)."""
     try:
         data = path.read_bytes()[-8192:]
     except OSError:
         return ""
     text = ANSI.sub(b"", data).decode(errors="replace")
-    kept = [line for line in text.split("\n") if line.strip()]
-    # The guest chose these bytes: what is left of its escape sequences is shown, not run.
+    kept = [line for line in text.splitlines() if line.strip()]
     return for_terminal("\n".join(kept[-lines:]))
 
 
@@ -128,6 +130,8 @@ class Console:
         self._log.write(data)
         self._log.flush()
         self.buffer += data
+        if len(self.buffer) > BUFFER_MAX:
+            self.buffer = self.buffer[-BUFFER_MAX // 2 :]
         return True
 
     def expect(self, patterns: list[re.Pattern[bytes]], timeout: float, what: str) -> re.Match:

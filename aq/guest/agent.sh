@@ -63,35 +63,52 @@ feed() {
 }
 
 launch() {
+	# The feeder writes its pid as it starts: read it before the command runs (waiting
+	# at most 5 s), so it can be stopped afterwards even if the work folder is gone by
+	# then (say, the command mounted over /tmp).
+	n=0
+	until [ -s "$dir/feeder" ] || [ "$n" -ge 100 ]; do
+		sleep 0.05
+		n=$((n + 1))
+	done
+	feeder=$(cat "$dir/feeder" 2>/dev/null)
 	# The command, in a session and process group of its own, from /root.
 	sh -c 'echo $$ >"$2/pid"; cd /root && exec setsid sh -c "$1"' sh "$1" "$dir" \
 		>"$dir/out" 2>"$dir/err"
 	status=$?
-	# The feeder writes its pid as it starts; a very quick command may beat it.
-	until [ -s "$dir/feeder" ]; do sleep 0.05; done
-	kill "$(cat "$dir/feeder")" 2>/dev/null
+	[ -n "$feeder" ] && kill "$feeder" 2>/dev/null
 	return $status
 }
 
 workdir() {
-	# A private folder with the two fifos, in the first place that can hold one.
+	# A private folder with the two FIFOs, in the first of /tmp, /run and /dev/shm that
+	# works (the root may be read-only, /tmp gone or full); else the last reason, and 1.
 	for base in /tmp /run /dev/shm; do
-		d=$(mktemp -d "$base/aq-exec.XXXXXX" 2>/dev/null) || continue
-		if mkfifo "$d/out" "$d/err" 2>/dev/null; then
-			echo "$d"
-			return 0
-		fi
-		rm -rf "$d"
+		made=$(mktemp -d "$base/aq-exec.XXXXXX" 2>&1) || {
+			why=$made
+			continue
+		}
+		why=$(mkfifo "$made/out" "$made/err" 2>&1) && : >"$made/feeder.new" 2>/dev/null &&
+			rm -f "$made/feeder.new" && echo "$made" && return 0
+		why=${why:-cannot write in $base}
+		rm -rf "$made"
 	done
+	echo "$why"
 	return 1
 }
 
 run() {
-	if ! dir=$(workdir); then
-		# Say so rather than leave the host waiting for a result that never comes.
-		echo "F no work folder: /tmp, /run and /dev/shm are full or read-only" >&3
+	# "F <reason>" tells the host the command could not be started, so it never waits.
+	dir=$(workdir) || {
+		why=$(echo "$dir" | head -c 200 | tr -d '\n')
+		printf 'F no work folder in /tmp, /run or /dev/shm: %s\n' "$why" >&3
 		return 1
-	fi
+	}
+	command -v sh >/dev/null 2>&1 || {
+		printf 'F the guest has no sh to run the command\n' >&3
+		rm -rf "$dir"
+		return 1
+	}
 	dd if="$dir/out" bs=65536 2>"$dir/out.stat" >&5 &
 	opump=$!
 	dd if="$dir/err" bs=65536 2>"$dir/err.stat" >&6 &

@@ -17,14 +17,16 @@ A session, host first:
   host -> ctl  "E"                  stdin EOF
   host -> ctl  "K <SIGNAL>"         signal the command's process group (Ctrl-C: INT)
   agent -> ctl "R <status> <o> <e>" exit status and the byte counts sent on out/err
-  agent -> ctl "F <reason>"         instead of R: the command could not be started
+  agent -> ctl "F <reason>"         the command could not be started (no work folder...)
 
 and "P <nonce>" is answered with "P <nonce>" (readiness). Stdout and stderr stay raw,
 so output is binary-safe and streams as it comes; the counts tell the host when both
 streams are complete. If the host goes away, the agent kills the command.
 
-The guest is not trusted: control lines are at most LINE_MAX bytes, what aq captures
-for itself at most CAPTURE_MAX, and the guest's words are made safe before aq prints them.
+The guest is not trusted: control lines longer than LINE_MAX, output before a
+session's marker beyond STALE_MAX, and `capture` output beyond its `limit` are errors,
+so a hostile guest cannot make aq grow without bound; the guest's reasons are made safe
+to print.
 """
 
 from __future__ import annotations
@@ -59,8 +61,9 @@ GATHER = 0.01  # seconds to wait for more stdin before a frame goes out
 TIMEOUT_EXIT = 124  # as timeout(1) does
 START_REPEAT = 1.0  # seconds between repeats of an unanswered session start
 START_WAIT = 120.0  # seconds before an unanswered session start is an error
-LINE_MAX = 4096  # bytes in one control line from the guest
-CAPTURE_MAX = 1 << 20  # bytes of output aq keeps from a command it runs for itself
+LINE_MAX = 4096  # bytes of one control line from the guest
+STALE_MAX = 16 << 20  # bytes skipped on a stream before this session's marker
+CAPTURE_MAX = 1 << 20  # default bound of what `capture` collects per stream
 
 
 class ChannelError(AqError):
@@ -68,7 +71,8 @@ class ChannelError(AqError):
 
 
 class AgentFailed(ChannelError):
-    """The guest's agent could not start the command (read-only or full /tmp, ...)."""
+    """The guest's agent could not start the command (no work folder, no shell): exit
+    255 from every command, as from aq exec, so scripts tell it from their own failures."""
 
     exit_code = EXEC_FAILURE
 
@@ -149,13 +153,12 @@ def slot(files: VmFiles, wait: float = 60.0) -> Iterator[Slot]:
 
 
 class _LineReader:
-    """Control lines from the guest: each at most LINE_MAX bytes, found in linear time
-    (a guest that sends one endless line is refused, not buffered)."""
+    """Control lines from the guest; each byte is scanned once, a line is at most LINE_MAX."""
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.buffer = bytearray()
-        self.scanned = 0  # bytes of the buffer already known to hold no newline
+        self.scanned = 0  # no newline in buffer[:scanned]
 
     def feed(self) -> bool:
         data = self.sock.recv(CHUNK)
@@ -164,25 +167,25 @@ class _LineReader:
 
     def lines(self) -> Iterator[str]:
         while True:
-            index = self.buffer.find(b"\n", self.scanned)
-            if index < 0:
+            end = self.buffer.find(b"\n", self.scanned)
+            if end < 0:
                 self.scanned = len(self.buffer)
                 if self.scanned > LINE_MAX:
-                    raise _too_long()
+                    raise ChannelError(
+                        f"the guest sent a control line longer than {LINE_MAX} bytes",
+                        hint="the guest agent is broken or hostile; restart the VM",
+                    )
                 return
-            if index > LINE_MAX:
-                raise _too_long()
-            line = bytes(self.buffer[:index])
-            del self.buffer[: index + 1]
+            if end > LINE_MAX:
+                self.scanned = end
+                raise ChannelError(
+                    f"the guest sent a control line longer than {LINE_MAX} bytes",
+                    hint="the guest agent is broken or hostile; restart the VM",
+                )
+            line = bytes(self.buffer[:end])
+            del self.buffer[: end + 1]
             self.scanned = 0
             yield line.decode(errors="replace").strip()
-
-
-def _too_long() -> ChannelError:
-    return ChannelError(
-        f"the guest sent a control line longer than {LINE_MAX} bytes",
-        hint="the guest's command agent is not aq's; restart the VM (`aq stop`, `aq start`)",
-    )
 
 
 def ping(files: VmFiles, timeout: float = 5.0, slot_number: int = 0) -> bool:
@@ -221,6 +224,7 @@ class _Stream:
         self.marker = marker
         self.synced = False
         self.pending = b""
+        self.skipped = 0
         self.received = 0
         self.expected: int | None = None
         self.closed = False
@@ -231,9 +235,15 @@ class _Stream:
             self.closed = True
             return
         if not self.synced:
+            self.skipped += len(data)
             self.pending += data
             index = self.pending.find(self.marker)
             if index < 0:
+                if self.skipped > STALE_MAX:
+                    raise ChannelError(
+                        f"the guest sent over {STALE_MAX >> 20} MiB before the session began",
+                        hint="the guest agent is broken or hostile; restart the VM",
+                    )
                 self.pending = self.pending[-len(self.marker) :]
                 return
             data = self.pending[index + len(self.marker) :]
@@ -311,17 +321,16 @@ class _Session:
                     self.send(b"E\n")
             elif kind == "F" and self.started:
                 raise AgentFailed(
-                    f"the guest could not run the command: {for_terminal(rest, one_line=True)}",
-                    hint="the guest's /tmp, /run and /dev/shm may be full or read-only; "
-                    "see `aq console NAME`",
+                    f"the guest could not start the command: {for_terminal(rest, one_line=True)}",
+                    hint="free or remount the guest's /tmp (`aq console NAME`)",
                 )
             elif kind == "R" and self.started:
                 try:
                     status, out_bytes, err_bytes = (int(x) for x in rest.split())
                 except ValueError:
                     raise ChannelError(
-                        "the guest's command agent sent a malformed result",
-                        hint="restart the VM (`aq stop`, `aq start`)",
+                        f"the guest sent a malformed result: {for_terminal(rest, one_line=True)}",
+                        hint="the guest agent is broken or hostile; restart the VM",
                     ) from None
                 self.status = status
                 self.out.expected = out_bytes
@@ -460,18 +469,17 @@ def run(files: VmFiles, argv: Sequence[str], options: ExecOptions) -> int:
 
 
 class _Bounded(io.BytesIO):
-    """Output kept in memory, refused past `limit` bytes (a guest may send any amount)."""
+    """A capture buffer that refuses to grow past `limit` bytes."""
 
-    def __init__(self, limit: int, what: str) -> None:
+    def __init__(self, limit: int) -> None:
         super().__init__()
         self.limit = limit
-        self.what = what
 
     def write(self, data) -> int:  # type: ignore[override]
         if self.tell() + len(data) > self.limit:
             raise ChannelError(
-                f"the guest sent more than {self.limit} bytes of {self.what}",
-                hint="aq expected a short answer; see `aq console NAME`",
+                f"the guest command's output exceeded {self.limit} bytes",
+                hint="aq collects only small outputs here; the guest may be hostile",
             )
         return super().write(data)
 
@@ -483,11 +491,11 @@ def capture(
     timeout: float | None = 60,
     limit: int = CAPTURE_MAX,
 ) -> tuple[int, bytes, bytes]:
-    """Run `argv` and collect its output (for aq's own use: at most `limit` bytes of
-    each stream, or ChannelError)."""
+    """Run `argv` and collect its output (for aq's own use: small outputs, each stream
+    at most `limit` bytes, or ChannelError)."""
     import tempfile
 
-    out, err = _Bounded(limit, "output"), _Bounded(limit, "error output")
+    out, err = _Bounded(limit), _Bounded(limit)
     with tempfile.TemporaryFile() as source:
         source.write(stdin or b"")
         source.seek(0)

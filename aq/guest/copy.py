@@ -15,6 +15,7 @@ import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from aq.errors import AqError, InvalidInput, NotFound
 from aq.guest import channel, untar
@@ -82,7 +83,7 @@ def to_guest(files: VmFiles, source: Path, dest: str, recursive: bool) -> None:
             files, ["tar", "x", "-C", folder], channel.ExecOptions(stdin, out, err, timeout=None)
         )
         err.seek(0)
-        message = for_terminal(err.read(4096).strip())
+        message = for_terminal(err.read(4096).strip(), one_line=True)
     packer.join()
     if status != 0:
         raise AqError(f"copying into the VM failed: {message or f'tar exit status {status}'}")
@@ -95,72 +96,70 @@ def _guest_kind(files: VmFiles, source: str) -> tuple[str, str]:
     )
     status, out, _ = channel.capture(files, ["sh", "-c", probe, "sh", source], timeout=120)
     if status != 0:
-        raise NotFound(
-            f"{for_terminal(source, one_line=True)} does not exist in the VM",
-            hint="check the path in the VM",
-        )
+        raise NotFound(f"{source} does not exist in the VM", hint="check the path in the VM")
     kind, _, real = out.decode(errors="surrogateescape").rstrip("\n").partition(" ")
-    if kind not in ("d", "f") or not real.startswith("/"):
-        raise channel.ChannelError(
-            "the guest gave a malformed answer about the path to copy",
-            hint="the guest's tools may be broken or compromised",
-        )
     return kind, real
 
 
-def _target_name(source: str) -> str:
-    """The name the copy gets on the host: from the user's SOURCE, never from the guest."""
-    wanted = posixpath.basename(source.rstrip("/"))
-    if wanted in ("", ".", ".."):
-        raise InvalidInput(
-            f"{for_terminal(source, one_line=True)} names no file or folder to copy",
-            hint="name it: aq cp NAME:/path/to/dir DEST",
-        )
-    return wanted
+ERROR_TEXT_MAX = 4096  # bytes of the guest's error text shown to the user
+
+
+def _error_text(err: BinaryIO) -> str:
+    """The start of what the guest wrote on stderr, safe to print on one line."""
+    err.seek(0)
+    return for_terminal(err.read(ERROR_TEXT_MAX).strip(), one_line=True)
+
+
+def _plain_name(name: str) -> bool:
+    return name not in ("", ".", "..") and "/" not in name
 
 
 def from_guest(files: VmFiles, source: str, dest: Path, recursive: bool) -> None:
     """Copy `source` in the guest to host `dest` (into it, if it is a directory).
 
-    The guest's tar stream is unpacked by aq.guest.untar into a private folder beside
-    the destination and moved into place only when every member passed its checks.
+    The guest is not trusted: its archive is unpacked by aq.guest.untar into a private
+    folder next to the destination, checked member by member, and moved into place only
+    when all of it is fine. The destination's name comes from `source`, never from the guest.
     """
+    wanted = posixpath.basename(source.rstrip("/"))
+    if not _plain_name(wanted):
+        raise InvalidInput(
+            f"{source!r} names no file or folder by name", hint="write VM:/path/to/folder"
+        )
     kind, real = _guest_kind(files, source)
     if kind == "d" and not recursive:
-        raise InvalidInput(
-            f"{for_terminal(source, one_line=True)} is a directory in the VM", hint="use aq cp -r"
-        )
+        raise InvalidInput(f"{source} is a directory in the VM", hint="use aq cp -r")
     # A symlink named as the source is followed (as cp and scp do); links inside a
-    # copied tree stay links when they stay inside it.
+    # copied tree stay links (see aq.guest.untar for why that is safe).
     parent, name = posixpath.split(real)
-    if not name:
-        raise InvalidInput("aq cp cannot copy the VM's whole root folder", hint="name a folder")
-    wanted = _target_name(source)
+    if kind not in ("d", "f") or not parent.startswith("/") or not _plain_name(name):
+        raise untar.UnsafeArchive(
+            f"the VM answered {for_terminal(real, one_line=True)} for {source}",
+            hint="the VM's answer makes no sense; nothing was copied",
+        )
     target = dest / wanted if dest.is_dir() else dest
     if not target.parent.is_dir():
-        raise NotFound(f"{target.parent} is not a folder", hint="check the destination")
+        raise NotFound(f"{target.parent} is not a folder", hint="create it first")
     work = Path(tempfile.mkdtemp(prefix=".aq-cp-", dir=target.parent))
     try:
-        with tempfile.TemporaryFile(dir=work) as archive, tempfile.TemporaryFile() as err:
+        with tempfile.TemporaryFile() as archive, tempfile.TemporaryFile() as err:
             status = channel.run(
                 files,
-                ["tar", "c", "-C", parent or "/", name],
+                ["tar", "c", "-C", parent, name],
                 channel.ExecOptions(None, archive, err, timeout=None),
             )
             if status != 0:
-                err.seek(0)
-                raise AqError(
-                    "copying out of the VM failed: "
-                    + for_terminal(err.read(4096).strip() or f"tar exit status {status}")
-                )
-            archive.seek(0)
-            extracted = untar.unpack(archive, work, name)
+                raise AqError(f"copying out of the VM failed: {_error_text(err)}")
+            got = untar.unpack(archive, work, name)
+        extracted = work / name
+        if got == "l" or (got == "d") != (kind == "d"):
+            raise untar.UnsafeArchive(f"the VM sent something else than {source} is")
         if target.is_dir() and not target.is_symlink():
-            if not extracted.is_dir() or extracted.is_symlink():
-                raise InvalidInput(f"{target} is a directory; {for_terminal(source, True)} is not")
+            if got != "d":
+                raise InvalidInput(f"{target} is a directory; {source} is not")
             untar.merge(extracted, target)
-        elif os.path.lexists(target) and extracted.is_dir() and not extracted.is_symlink():
-            raise InvalidInput(f"{target} is a file; {for_terminal(source, True)} is a directory")
+        elif target.is_dir() or (target.exists() and got == "d"):
+            raise InvalidInput(f"{target} is a file or link; {source} is a directory")
         else:
             os.replace(extracted, target)
     finally:

@@ -1,251 +1,258 @@
-"""Unpacking a tar stream that a guest made, which may be hostile, into one folder.
+"""Unpacking a tar stream that a guest made, which may be hostile, and placing it.
 
-Python's tarfile filters differ between patch releases and check names rather than what
-a link points at, so aq walks the archive itself. Every member must lie under the one
-top name aq asked the guest for; it is refused (by name, nothing kept) when it is
-absolute or has a `..`, is a device, FIFO or socket, is a hard link to anything but a
-regular file unpacked earlier from the same archive, or is a symbolic link whose target
-is absolute or leaves the copied tree (such as /etc/localtime: copy its target instead).
-Each path is opened component by component with O_NOFOLLOW below a directory that aq
-created itself, so nothing is ever written through a link, and files are created
-exclusively, never opened for writing where something already is. Modes keep only the
-permission bits (no setuid, setgid or sticky bit); owners are not applied.
+The guest chooses every byte of the archive, so nothing in it is trusted, and
+tarfile's own `filter=` is not relied on (it checks names, not where a hard link
+points, and it differs across Python patch releases). Instead every member is
+checked here and written by hand into a fresh private folder:
 
-`merge` then moves a finished tree into place, never following a symlink that stands
-in the destination, after checking every collision before it moves anything.
+- its name is relative, has no `..`, and lies under the one top name aq asked for;
+- it is a regular file, a folder, a symbolic link, or a hard link to a regular file
+  unpacked earlier from the same archive; devices, FIFOs and anything else are refused;
+- no name is unpacked twice, and no member lies under a symbolic link;
+- modes keep only the permission bits (no setuid, setgid or sticky bit); owners are not
+  kept (the files belong to whoever runs aq).
+
+Symbolic links are kept as links with their targets unchanged, absolute ones too
+(a guest's /etc has /etc/localtime -> /usr/share/zoneinfo/...; refusing them would make
+copying a folder fail for no gain). That is safe because nothing is ever written
+through a link: unpacking refuses members under one, and placing the result into an
+existing folder opens every folder with O_NOFOLLOW relative to its parent and replaces
+an existing link itself, never its target. A copied link may of course point anywhere
+when the user later follows it, as with any archive.
+
+A refused member stops the copy with `UnsafeArchive` naming it (made safe to print),
+and the private folder is removed: nothing half-copied is left behind.
 """
 
 from __future__ import annotations
 
 import os
-import posixpath
+import shutil
 import stat
 import tarfile
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import BinaryIO
 
 from aq.errors import AqError
 from aq.safetext import for_terminal
 
-DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+HEADER_MAX = 1 << 20  # bytes of a pax or GNU long-name header (tarfile reads it whole)
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class UnsafeArchive(AqError):
-    """The guest's archive holds a member that could write outside the destination."""
+    """The guest's archive tried to reach outside the destination, or held something
+    aq never creates from a guest (a device, a FIFO, a link to outside)."""
 
-    default_hint = "the guest may be compromised; nothing was copied"
+    default_hint = "the VM sent a crafted archive; nothing was copied"
 
 
 def _refuse(name: str, why: str) -> UnsafeArchive:
     return UnsafeArchive(f"refused {for_terminal(name, one_line=True)!s} from the VM: {why}")
 
 
-def _parts(name: str, top: str) -> list[str]:
-    """The member's path components, checked to lie under `top`."""
-    if name.startswith("/"):
-        raise _refuse(name, "an absolute path")
-    parts = [p for p in name.split("/") if p not in ("", ".")]
-    if ".." in parts:
-        raise _refuse(name, "a path with '..'")
-    if not parts or parts[0] != top:
-        raise _refuse(name, f"not inside {for_terminal(top, one_line=True)}")
+def check_headers(archive: BinaryIO) -> None:
+    """Refuse extended headers larger than HEADER_MAX before tarfile reads them whole."""
+    archive.seek(0)
+    while True:
+        block = archive.read(tarfile.BLOCKSIZE)
+        if len(block) < tarfile.BLOCKSIZE or block == tarfile.NUL * tarfile.BLOCKSIZE:
+            break
+        try:
+            size = tarfile.nti(block[124:136])
+        except (tarfile.InvalidHeaderError, ValueError):
+            break  # tarfile itself reports a broken header
+        if size < 0:
+            raise _refuse("(archive header)", "a negative size")
+        if block[156:157] in (b"x", b"g", b"L", b"K") and size > HEADER_MAX:
+            raise _refuse("(archive header)", f"an extended header of {size} bytes")
+        archive.seek((size + tarfile.BLOCKSIZE - 1) // tarfile.BLOCKSIZE * tarfile.BLOCKSIZE, 1)
+    archive.seek(0)
+
+
+def _relative(name: str, top: str) -> tuple[str, ...]:
+    """The member's path parts below the work folder, checked."""
+    clean = name.rstrip("/")
+    if "\0" in name:
+        raise _refuse(name, "a NUL byte in its name")
+    if not clean or clean.startswith("/"):
+        raise _refuse(name, "an absolute name")
+    parts = tuple(part for part in clean.split("/") if part not in ("", "."))
+    if not parts or ".." in parts:
+        raise _refuse(name, "a name that climbs out with ..")
+    if parts[0] != top:
+        raise _refuse(name, f"a name outside {for_terminal(top, one_line=True)}")
     return parts
 
 
-@contextmanager
-def _dir_fd(path: Path, follow: bool = False) -> Iterator[int]:
-    """An fd for the folder `path`; `follow` only for a path the user named."""
-    fd = os.open(path, (DIR_FLAGS & ~os.O_NOFOLLOW) if follow else DIR_FLAGS)
-    try:
-        yield fd
-    finally:
-        os.close(fd)
-
-
-def _open_parent(root_fd: int, parts: list[str], name: str) -> int:
-    """A new fd for the folder that holds `parts[-1]`, reached without following links."""
-    fd = os.dup(root_fd)
-    try:
-        for part in parts[:-1]:
-            try:
-                with suppress(FileExistsError):
-                    os.mkdir(part, 0o700, dir_fd=fd)  # a folder the archive left implicit
-                child = os.open(part, DIR_FLAGS, dir_fd=fd)
-            except OSError:
-                raise _refuse(
-                    name, "its folder is not a folder unpacked from the archive"
-                ) from None
-            os.close(fd)
-            fd = child
-        return fd
-    except BaseException:
-        os.close(fd)
-        raise
-
-
-def _symlink_stays_inside(parts: list[str], target: str) -> bool:
-    if not target or target.startswith("/"):
-        return False
-    resolved = posixpath.normpath(posixpath.join(*parts[:-1], target))
-    return resolved == parts[0] or resolved.startswith(parts[0] + "/")
-
-
 class _Unpacker:
-    def __init__(self, root_fd: int, top: str) -> None:
-        self.root_fd = root_fd
-        self.top = top
-        self.files: set[tuple[str, ...]] = set()  # regular files unpacked so far
-        self.dir_modes: list[tuple[list[str], int, float]] = []
+    """Writes members below `root` (a fresh folder) through folder fds, never following links."""
 
-    def member(self, archive: tarfile.TarFile, info: tarfile.TarInfo) -> None:
-        parts = _parts(info.name, self.top)
-        name = info.name
-        if not (info.isreg() or info.isdir() or info.issym() or info.islnk()):
-            raise _refuse(name, "a device, FIFO or other special file")
-        parent = _open_parent(self.root_fd, parts, name)
+    def __init__(self, root: Path, top: str) -> None:
+        self.root = root
+        self.top = top
+        self.kinds: dict[tuple[str, ...], str] = {}  # path parts -> "d", "f" or "l"
+        self.dirs: list[tuple[tuple[str, ...], int, float]] = []
+
+    def _parent_fd(self, parts: tuple[str, ...], name: str) -> int:
+        for depth in range(1, len(parts)):
+            if self.kinds.get(parts[:depth]) != "d":
+                raise _refuse(name, "a member under a link or a missing folder")
+        fd = os.open(self.root, _DIR_FLAGS)
         try:
-            leaf = parts[-1]
-            if info.isdir():
-                self._mkdir(parent, leaf, name)
-                self.dir_modes.append((parts, stat.S_IMODE(info.mode) & 0o777, info.mtime))
-                return
-            self._clear(parent, leaf, name)
-            if info.issym():
-                if not _symlink_stays_inside(parts, info.linkname):
-                    raise _refuse(name, "a symbolic link that points outside the copy")
-                os.symlink(info.linkname, leaf, dir_fd=parent)
-            elif info.islnk():
-                self._hardlink(parent, leaf, info, name)
+            for part in parts[:-1]:
+                child = os.open(part, _DIR_FLAGS, dir_fd=fd)
+                os.close(fd)
+                fd = child
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def add(self, tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
+        parts = _relative(member.name, self.top)
+        if parts in self.kinds:
+            raise _refuse(member.name, "a second member of the same name")
+        mode = member.mode & 0o777
+        parent = self._parent_fd(parts, member.name)
+        leaf = parts[-1]
+        try:
+            if member.isdir():
+                os.mkdir(leaf, 0o700, dir_fd=parent)
+                self.dirs.append((parts, mode, member.mtime))
+                self.kinds[parts] = "d"
+            elif member.isfile():
+                self._write(tar, member, parent, leaf, mode)
+                self.kinds[parts] = "f"
+            elif member.issym():
+                if "\0" in member.linkname or not member.linkname:
+                    raise _refuse(member.name, "a link with an impossible target")
+                os.symlink(member.linkname, leaf, dir_fd=parent)
+                self.kinds[parts] = "l"
+            elif member.islnk():
+                self._link(member, parent, leaf)
+                self.kinds[parts] = "f"
             else:
-                self._write(archive, info, parent, leaf)
-            if not info.issym():
-                os.utime(leaf, (info.mtime, info.mtime), dir_fd=parent, follow_symlinks=False)
+                raise _refuse(member.name, "a device, FIFO or other special file")
         finally:
             os.close(parent)
 
-    def _mkdir(self, parent: int, leaf: str, name: str) -> None:
-        try:
-            os.mkdir(leaf, 0o700, dir_fd=parent)
-        except FileExistsError:
-            if not stat.S_ISDIR(os.stat(leaf, dir_fd=parent, follow_symlinks=False).st_mode):
-                raise _refuse(
-                    name, "a folder where the archive already put something else"
-                ) from None
+    def _write(
+        self, tar: tarfile.TarFile, member: tarfile.TarInfo, parent: int, leaf: str, mode: int
+    ) -> None:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(leaf, flags, 0o600, dir_fd=parent)
+        with os.fdopen(fd, "wb") as out:
+            source = tar.extractfile(member)
+            if source is not None:
+                shutil.copyfileobj(source, out, 1 << 20)
+            out.flush()
+            os.fchmod(out.fileno(), mode)
+            os.utime(out.fileno(), (member.mtime, member.mtime))
 
-    def _clear(self, parent: int, leaf: str, name: str) -> None:
-        """A later member of the same name replaces an earlier file or link (as tar does);
-        it never writes into it."""
+    def _link(self, member: tarfile.TarInfo, parent: int, leaf: str) -> None:
         try:
-            mode = os.stat(leaf, dir_fd=parent, follow_symlinks=False).st_mode
-        except FileNotFoundError:
-            return
-        if stat.S_ISDIR(mode):
-            raise _refuse(name, "a file where the archive already put a folder")
-        os.unlink(leaf, dir_fd=parent)
-
-    def _hardlink(self, parent: int, leaf: str, info: tarfile.TarInfo, name: str) -> None:
-        try:
-            source = tuple(_parts(info.linkname, self.top))
+            target = _relative(member.linkname, self.top)
         except UnsafeArchive:
-            source = ()
-        if source not in self.files:
-            raise _refuse(name, "a hard link to something outside the copy")
-        source_parent = _open_parent(self.root_fd, list(source), name)
+            raise _refuse(member.name, "a hard link to outside the copy") from None
+        if self.kinds.get(target) != "f":
+            raise _refuse(member.name, "a hard link to something not copied before it")
+        source_parent = self._parent_fd(target, member.name)
         try:
             os.link(
-                source[-1], leaf, src_dir_fd=source_parent, dst_dir_fd=parent, follow_symlinks=False
+                target[-1], leaf, src_dir_fd=source_parent, dst_dir_fd=parent, follow_symlinks=False
             )
         finally:
             os.close(source_parent)
-        self.files.add(tuple(_parts(info.name, self.top)))
-
-    def _write(self, archive: tarfile.TarFile, info: tarfile.TarInfo, parent: int, leaf: str):
-        fd = os.open(leaf, FILE_FLAGS, 0o600, dir_fd=parent)
-        with os.fdopen(fd, "wb") as out:
-            source = archive.extractfile(info)
-            assert source is not None
-            while block := source.read(1 << 20):
-                out.write(block)
-            os.fchmod(out.fileno(), stat.S_IMODE(info.mode) & 0o777)
-        self.files.add(tuple(_parts(info.name, self.top)))
 
     def finish(self) -> None:
-        """Folder modes last (deepest first), so read-only folders could be filled."""
-        for parts, mode, mtime in sorted(self.dir_modes, key=lambda d: -len(d[0])):
-            parent = _open_parent(self.root_fd, parts, "/".join(parts))
+        """Folder modes and times last (deepest first), so read-only folders fill first."""
+        for parts, mode, mtime in sorted(self.dirs, key=lambda d: -len(d[0])):
+            parent = self._parent_fd(parts, "/".join(parts))
             try:
-                os.chmod(parts[-1], mode, dir_fd=parent, follow_symlinks=False)
+                os.chmod(parts[-1], mode | 0o700, dir_fd=parent, follow_symlinks=False)
                 os.utime(parts[-1], (mtime, mtime), dir_fd=parent, follow_symlinks=False)
             finally:
                 os.close(parent)
 
 
-def unpack(stream: BinaryIO, into: Path, top: str) -> Path:
-    """Unpack the tar `stream` into the empty folder `into`; return `into / top`.
-    Raises UnsafeArchive at the first member that is not allowed."""
-    if top in ("", ".", "..") or "/" in top:
-        raise _refuse(top, "not a plain name")
-    with _dir_fd(into) as root_fd, tarfile.open(fileobj=stream, mode="r|") as archive:
-        unpacker = _Unpacker(root_fd, top)
-        for info in archive:
-            unpacker.member(archive, info)
-        unpacker.finish()
-    result = into / top
-    if not os.path.lexists(result):
+def unpack(archive: BinaryIO, root: Path, top: str) -> str:
+    """Unpack the guest's `archive` below the fresh folder `root`; every member must be
+    `top` or under it. Return the top member's kind: "d", "f" or "l"."""
+    check_headers(archive)
+    unpacker = _Unpacker(root, top)
+    try:
+        with tarfile.open(fileobj=archive, mode="r|") as tar:
+            for member in tar:
+                unpacker.add(tar, member)
+    except tarfile.TarError as err:
         raise UnsafeArchive(
-            f"the VM sent no {for_terminal(top, one_line=True)}", hint="check the path in the VM"
-        )
-    return result
+            f"the VM sent a broken archive: {for_terminal(str(err), one_line=True)}"
+        ) from None
+    except OSError as err:
+        name = for_terminal(err.filename or "", one_line=True)
+        raise AqError(
+            f"could not write {name} from the VM: {err.strerror or err}",
+            hint="check the destination's free space and permissions",
+        ) from None
+    if (top,) not in unpacker.kinds:
+        raise UnsafeArchive("the VM's archive does not hold what was asked for")
+    unpacker.finish()
+    return unpacker.kinds[(top,)]
 
 
-def _conflicts(source: Path, dest_fd: int, shown: str) -> Iterator[str]:
-    """Why moving the tree `source` into the folder `dest_fd` could go wrong, if it could."""
-    for entry in os.scandir(source):
+def _conflicts(source: int, dest: int, where: str) -> None:
+    """Refuse before moving anything if a folder would land on a non-folder."""
+    for entry in list(os.scandir(source)):
         try:
-            mode = os.stat(entry.name, dir_fd=dest_fd, follow_symlinks=False).st_mode
+            there = os.stat(entry.name, dir_fd=dest, follow_symlinks=False)
         except FileNotFoundError:
             continue
-        here = f"{shown}/{entry.name}"
-        if entry.is_dir(follow_symlinks=False):
-            if stat.S_ISLNK(mode):
-                yield f"{here} is a symbolic link; aq does not merge a folder through it"
-            elif not stat.S_ISDIR(mode):
-                yield f"{here} is a file; the copy has a folder there"
-            else:
-                child = os.open(entry.name, DIR_FLAGS, dir_fd=dest_fd)
-                try:
-                    yield from _conflicts(Path(entry.path), child, here)
-                finally:
-                    os.close(child)
-        elif stat.S_ISDIR(mode):
-            yield f"{here} is a folder; the copy has a file there"
+        is_dir = entry.is_dir(follow_symlinks=False)
+        if is_dir != stat.S_ISDIR(there.st_mode):
+            what = "a folder" if is_dir else "not a folder"
+            raise AqError(
+                f"{where}/{for_terminal(entry.name, one_line=True)} exists and the copy "
+                f"is {what} there",
+                hint="move it away or copy to a new folder",
+            )
+        if is_dir:
+            _with_dirs(source, dest, entry.name, lambda s, d, w: _conflicts(s, d, w), where)
 
 
-def _move_into(source: Path, dest_fd: int) -> None:
-    with _dir_fd(source) as source_fd:
-        for entry in os.scandir(source):
-            try:
-                mode = os.stat(entry.name, dir_fd=dest_fd, follow_symlinks=False).st_mode
-            except FileNotFoundError:
-                mode = None
-            if mode is not None and stat.S_ISDIR(mode) and entry.is_dir(follow_symlinks=False):
-                child = os.open(entry.name, DIR_FLAGS, dir_fd=dest_fd)
-                try:
-                    _move_into(Path(entry.path), child)
-                finally:
-                    os.close(child)
-            else:
-                os.rename(entry.name, entry.name, src_dir_fd=source_fd, dst_dir_fd=dest_fd)
+def _with_dirs(source: int, dest: int, name: str, action, where: str) -> None:
+    sub_source = os.open(name, _DIR_FLAGS, dir_fd=source)
+    try:
+        sub_dest = os.open(name, _DIR_FLAGS, dir_fd=dest)
+        try:
+            action(sub_source, sub_dest, f"{where}/{name}")
+        finally:
+            os.close(sub_dest)
+    finally:
+        os.close(sub_source)
 
 
-def merge(tree: Path, dest: Path) -> None:
-    """Move the folder `tree` into the existing folder `dest`, entry by entry; refuse
-    before moving anything when an entry would go through a symlink or replace a folder."""
-    with _dir_fd(dest, follow=True) as dest_fd:
-        problems = list(_conflicts(tree, dest_fd, for_terminal(str(dest), one_line=True)))
-        if problems:
-            raise AqError(f"cannot merge into {problems[0]}", hint="remove it, or copy elsewhere")
-        _move_into(tree, dest_fd)
+def _move(source: int, dest: int, where: str) -> None:
+    for entry in list(os.scandir(source)):
+        try:
+            there = os.stat(entry.name, dir_fd=dest, follow_symlinks=False)
+        except FileNotFoundError:
+            os.rename(entry.name, entry.name, src_dir_fd=source, dst_dir_fd=dest)
+            continue
+        if entry.is_dir(follow_symlinks=False) and stat.S_ISDIR(there.st_mode):
+            _with_dirs(source, dest, entry.name, _move, where)
+        else:  # rename replaces a link itself, never what it points to
+            os.rename(entry.name, entry.name, src_dir_fd=source, dst_dir_fd=dest)
+
+
+def merge(source: Path, dest: Path) -> None:
+    """Move the folder `source`'s contents into the existing folder `dest`, never
+    following a symbolic link in `dest`; refuse (moving nothing) on a folder/file clash."""
+    source_fd = os.open(source, _DIR_FLAGS)
+    dest_fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        _conflicts(source_fd, dest_fd, str(dest))
+        _move(source_fd, dest_fd, str(dest))
+    finally:
+        os.close(source_fd)
+        os.close(dest_fd)

@@ -1,9 +1,10 @@
 """Talking QMP to a running VM, with the QEMU project's own library (qemu.qmp).
 
-A CLI needs short sessions: connect, send one or two commands, disconnect. Every step
-has a deadline, negotiation included: a wedged QEMU (or anything else listening on the
-socket) that accepts the connection and then says nothing must not hang `aq ls` or
-`aq status`. Connections are retried briefly, since the socket may not exist yet.
+A CLI needs short synchronous sessions: connect, send one or two commands,
+disconnect. qemu.qmp's async client is driven on a private event loop so that every
+step has a deadline: the legacy synchronous wrapper waits forever in negotiation when
+the socket accepts but never greets (a wedged QEMU), and `aq status` / `aq ls` must
+never hang. Connections are retried briefly (the socket may not exist yet).
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from aq.errors import AqError
 from aq.paths import short_socket_path
 
 COMMAND_TIMEOUT = 10.0  # seconds for one QMP command's answer
-RETRY_EVERY = 0.1
 
 
 class MonitorError(AqError):
@@ -29,8 +29,8 @@ class MonitorError(AqError):
 class Monitor:
     """A short QMP session: `with Monitor(path) as qmp: qmp.command("query-status")`.
 
-    `connect_timeout` bounds connecting and negotiating together (with retries).
-    """
+    Connecting and negotiating together take at most `connect_timeout` seconds; each
+    command at most `command_timeout`."""
 
     def __init__(
         self, path: Path, connect_timeout: float = 10.0, command_timeout: float = COMMAND_TIMEOUT
@@ -41,9 +41,9 @@ class Monitor:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: Any = None
 
-    def _run(self, coroutine, timeout: float):
+    def _sync(self, awaitable: Any, timeout: float) -> Any:
         assert self._loop is not None
-        return self._loop.run_until_complete(asyncio.wait_for(coroutine, timeout))
+        return self._loop.run_until_complete(asyncio.wait_for(awaitable, max(timeout, 0.01)))
 
     def __enter__(self) -> Monitor:
         from qemu.qmp import QMPClient, QMPError
@@ -53,21 +53,29 @@ class Monitor:
         deadline = time.monotonic() + self.connect_timeout
         address = short_socket_path(self.path)
         while True:
-            client = QMPClient("aq")
+            client = QMPClient()
             try:
-                self._run(client.connect(address), max(deadline - time.monotonic(), 0.05))
+                self._sync(client.connect(address), deadline - time.monotonic())
                 self._client = client
                 return self
-            except (OSError, QMPError, TimeoutError) as err:
-                with contextlib.suppress(Exception):
-                    self._run(client.disconnect(), 2.0)
-                if time.monotonic() + RETRY_EVERY >= deadline:
+            except (TimeoutError, OSError, QMPError) as err:
+                self._disconnect(client)
+                if time.monotonic() + 0.1 >= deadline or isinstance(err, asyncio.TimeoutError):
                     self._close_loop()
-                    what = "did not answer in time" if isinstance(err, TimeoutError) else err
+                    why = "no answer in time" if isinstance(err, asyncio.TimeoutError) else err
                     raise MonitorError(
-                        f"cannot talk to QEMU's monitor ({self.path.name}): {what}"
-                    ) from err
-                time.sleep(RETRY_EVERY)
+                        f"cannot talk to QEMU's monitor ({self.path.name}): {why}",
+                        hint="QEMU may be wedged; `aq stop --force NAME` stops it",
+                    ) from None
+                time.sleep(0.1)
+            except BaseException:
+                self._disconnect(client)
+                self._close_loop()
+                raise
+
+    def _disconnect(self, client: Any) -> None:
+        with contextlib.suppress(Exception):
+            self._sync(client.disconnect(), 2.0)
 
     def _close_loop(self) -> None:
         if self._loop is not None:
@@ -76,8 +84,7 @@ class Monitor:
 
     def __exit__(self, *exc: object) -> None:
         if self._client is not None:
-            with contextlib.suppress(Exception):
-                self._run(self._client.disconnect(), 2.0)
+            self._disconnect(self._client)
             self._client = None
         self._close_loop()
 
@@ -85,9 +92,11 @@ class Monitor:
         from qemu.qmp import QMPError
 
         try:
-            return self._run(self._client.execute(name, args or None), self.command_timeout)
-        except TimeoutError as err:
-            raise MonitorError(f"QMP {name}: QEMU did not answer in time") from err
+            return self._sync(self._client.execute(name, args or None), self.command_timeout)
+        except TimeoutError:
+            raise MonitorError(
+                f"QMP {name}: QEMU did not answer within {self.command_timeout:.0f}s"
+            ) from None
         except (OSError, QMPError, EOFError) as err:
             raise MonitorError(f"QMP {name} failed: {err}") from err
 
