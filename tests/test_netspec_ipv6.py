@@ -7,10 +7,13 @@ so when the spec is parsed, before anything is recorded.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from aq.errors import InvalidInput
 from aq.netspec import parse_forward
+from tests.conftest import aq_process
 
 
 @pytest.mark.parametrize(
@@ -43,3 +46,14 @@ def test_ipv6_host_addresses_are_refused(spec: str) -> None:
 )
 def test_ipv4_host_addresses_still_work(spec: str, addr: str) -> None:
     assert parse_forward(spec).host_addr == addr
+
+
+def test_aq_new_refuses_an_ipv6_forward_and_records_nothing(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    env = {"AQ_HOME": str(home), "AQ_MIRROR": "http://127.0.0.1:9/x"}
+    proc = aq_process("new", "-p", "[::1]:8080:80", "v6", env=env)
+    _out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2, err
+    assert err.startswith("Error: ") and "Hint: use 127.0.0.1" in err and len(err.splitlines()) == 1
+    listed = aq_process("ls", "--json", env=env)
+    assert listed.communicate(timeout=120)[0].strip() == "[]"

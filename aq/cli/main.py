@@ -31,6 +31,8 @@ class AqGroup(click.Group):
             self._fail(ctx, err.one_line(), ctx.meta.get(FAILURE_CODE, err.exit_code))
         except KeyboardInterrupt:
             self._fail(ctx, "interrupted", 130)
+        except click.UsageError as err:
+            self._fail(ctx, _usage_line(err), ctx.meta.get(FAILURE_CODE, err.exit_code))
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
         except Exception as err:  # a bug: say so briefly, details with --debug
@@ -47,6 +49,14 @@ class AqGroup(click.Group):
             traceback.print_exc()
         click.echo(f"Error: {line}", err=True)
         ctx.exit(code)
+
+
+def _usage_line(err: click.UsageError) -> str:
+    """A bad option or argument as the README's one line (click prints three)."""
+    where = err.ctx.command_path if err.ctx is not None else "aq"
+    text = " ".join(err.format_message().split()).rstrip(".")
+    end = "" if text.endswith(("?", "!")) else "."
+    return f"{text}{end} Hint: see `{where} --help`"
 
 
 @click.group(cls=AqGroup, context_settings={"help_option_names": ["-h", "--help"]})
