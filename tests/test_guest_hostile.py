@@ -106,6 +106,15 @@ HOSTILE = {
     ),
     "a FIFO": lambda s: _archive(_member("x", tarfile.DIRTYPE), _member("x/p", tarfile.FIFOTYPE)),
     "a top that is a link": lambda s: _archive(_member("x", tarfile.SYMTYPE, linkname="/")),
+    "an absolute symlink": lambda s: _archive(
+        _member("x", tarfile.DIRTYPE),
+        _member("x/localtime", tarfile.SYMTYPE, linkname="/usr/share/zoneinfo/UTC"),
+    ),
+    "a relative symlink that climbs out": lambda s: _archive(
+        _member("x", tarfile.DIRTYPE),
+        _member("x/d", tarfile.DIRTYPE),
+        _member("x/d/up", tarfile.SYMTYPE, linkname="../../sentinel"),
+    ),
 }
 
 
@@ -129,14 +138,15 @@ def test_setuid_bits_are_dropped_and_links_kept(scene, tmp_path, monkeypatch):
         _member("x", tarfile.DIRTYPE, mode=0o755),
         _member("x/suid", data=b"#!/bin/sh\n", mode=0o6755),
         _member("x/same", tarfile.LNKTYPE, linkname="x/suid"),
-        _member("x/localtime", tarfile.SYMTYPE, linkname="/usr/share/zoneinfo/UTC"),
+        _member("x/d", tarfile.DIRTYPE),
+        _member("x/d/back", tarfile.SYMTYPE, linkname="../suid"),
     )
     _guest_sends(monkeypatch, archive)
     _copy(tmp_path, dest)
     copied = dest / "x"
     assert stat.S_IMODE((copied / "suid").stat().st_mode) == 0o755
     assert (copied / "same").stat().st_ino == (copied / "suid").stat().st_ino
-    assert os.readlink(copied / "localtime") == "/usr/share/zoneinfo/UTC"
+    assert os.readlink(copied / "d" / "back") == "../suid"  # inside the copy: kept
     assert snapshot() == before
     assert [p.name for p in outside.iterdir() if p.name.startswith(".aq-cp-")] == []
 

@@ -12,13 +12,13 @@ checked here and written by hand into a fresh private folder:
 - modes keep only the permission bits (no setuid, setgid or sticky bit); owners are not
   kept (the files belong to whoever runs aq).
 
-Symbolic links are kept as links with their targets unchanged, absolute ones too
-(a guest's /etc has /etc/localtime -> /usr/share/zoneinfo/...; refusing them would make
-copying a folder fail for no gain). That is safe because nothing is ever written
-through a link: unpacking refuses members under one, and placing the result into an
-existing folder opens every folder with O_NOFOLLOW relative to its parent and replaces
-an existing link itself, never its target. A copied link may of course point anywhere
-when the user later follows it, as with any archive.
+Symbolic links stay links only when they stay inside the copy (relative, never
+climbing above its top): a link that points outside it (absolute ones such as
+/etc/localtime included) is refused like any other member, as the destination must hold
+nothing that leads out of it; copy the link's target instead. Nothing is ever written
+through a link either: unpacking refuses members under one, and placing the result into
+an existing folder opens every folder with O_NOFOLLOW relative to its parent and
+replaces an existing link itself, never its target.
 
 A refused member stops the copy with `UnsafeArchive` naming it (made safe to print),
 and the private folder is removed: nothing half-copied is left behind.
@@ -85,6 +85,22 @@ def _relative(name: str, top: str) -> tuple[str, ...]:
     return parts
 
 
+def _stays_inside(parts: tuple[str, ...], target: str) -> bool:
+    """Whether a symlink at `parts` pointing at `target` resolves inside the copied tree
+    (lexically: every link in the tree is checked the same way)."""
+    if target.startswith("/"):
+        return False
+    depth = len(parts) - 1  # the folders that hold the link, the top included
+    for part in target.split("/"):
+        if part == "..":
+            depth -= 1
+            if depth < 1:  # above the top: outside the copy
+                return False
+        elif part not in ("", "."):
+            depth += 1
+    return True
+
+
 class _Unpacker:
     """Writes members below `root` (a fresh folder) through folder fds, never following links."""
 
@@ -127,6 +143,8 @@ class _Unpacker:
             elif member.issym():
                 if "\0" in member.linkname or not member.linkname:
                     raise _refuse(member.name, "a link with an impossible target")
+                if not _stays_inside(parts, member.linkname):
+                    raise _refuse(member.name, "a symbolic link that points outside the copy")
                 os.symlink(member.linkname, leaf, dir_fd=parent)
                 self.kinds[parts] = "l"
             elif member.islnk():
