@@ -70,7 +70,3 @@ def set_value(key: str, value: str | None) -> None:
             session.add(Setting(key=key, value=value))
         else:
             row.value = value
-
-
-def all_settings() -> dict[str, str | None]:
-    return {key: get(key) for key in SETTINGS}
