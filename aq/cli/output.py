@@ -14,6 +14,11 @@ import click
 FAILURE_CODE = "aq.failure_code"
 
 
+def json_option(command):
+    """The --json flag every listing and action command takes (one spelling)."""
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(command)
+
+
 def iso(when: datetime | None) -> str | None:
     """A stored (naive UTC) time as ISO 8601 with a Z, for JSON."""
     return None if when is None else when.isoformat(timespec="microseconds") + "Z"

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import click
 
-from aq.cli.output import iso, note, print_json, print_table
+from aq import defaults
+from aq.cli.output import iso, json_option, note, print_json, print_table
 from aq.cli.render import VM_HEADERS, forward_text, vm_dict, vm_row
+from aq.units import format_size
 
 
 def _memory(_ctx, _param, value: str) -> int:
@@ -20,13 +22,16 @@ def _size(_ctx, _param, value: str | None) -> int | None:
     return None if value is None else parse_size(value, default_unit="g")
 
 
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
-
-
 @click.command("new")
 @click.argument("name", required=False)
-@click.option("--cpus", type=click.IntRange(1, 64), default=2, show_default=True)
-@click.option("--memory", default="1G", show_default=True, callback=_memory, help="RAM, e.g. 512M.")
+@click.option("--cpus", type=click.IntRange(1, 64), default=defaults.CPUS, show_default=True)
+@click.option(
+    "--memory",
+    default=format_size(defaults.MEMORY_MIB << 20),
+    show_default=True,
+    callback=_memory,
+    help="RAM, e.g. 512M.",
+)
 @click.option(
     "--disk-size", callback=_size, help="Virtual disk size, e.g. 8G (default: the base's)."
 )
