@@ -27,7 +27,6 @@ from aq.qemu.hostinfo import HostInfo, qemu_binary
 from aq.store.db import writing
 from aq.store.models import Image
 
-GUEST_FILES = Path(__file__).resolve().parent.parent / "guest"
 BASE_DISK_SIZE = 2 << 30
 INSTALL_MEMORY_MIB = 1024
 BASE_HOSTNAME = "alpine"
@@ -43,12 +42,8 @@ class Timeouts:
     poweroff: float = 180
 
 
-def base_stem(version: str, arch: str) -> str:
-    return f"alpine-{version}-{arch}-base"
-
-
 def transcript_path(version: str, arch: str) -> Path:
-    return paths.images_dir() / f"{base_stem(version, arch)}.install.log"
+    return paths.base_transcript(version, arch)
 
 
 def _installer_cpus(host: HostInfo) -> int:
@@ -90,7 +85,7 @@ def _converse(con: Console, release: ReleaseInfo, host: HostInfo, t: Timeouts, p
     )
     con.write_file("/tmp/aq/answers", answer_file.encode())
     for name in ("postinstall.sh", "agent-bootstrap.sh", "aq-guest.init"):
-        con.write_file(f"/tmp/aq/{name}", (GUEST_FILES / name).read_bytes(), 0o755)
+        con.write_file(f"/tmp/aq/{name}", (paths.GUEST_FILES / name).read_bytes(), 0o755)
     progress.step(f"installing Alpine {release.version} with setup-alpine")
     token = "setup"
     command = "ERASE_DISKS=/dev/vda setup-alpine -e -f /tmp/aq/answers"
@@ -123,11 +118,10 @@ def install_base(
     timeouts: Timeouts = Timeouts(),
 ) -> Image:
     """Install `release` from `iso_image` onto a new base disk; record and return it."""
-    images = paths.make_private_dir(paths.images_dir())
-    stem = base_stem(release.version, host.arch)
-    final = images / f"{stem}.qcow2"
-    transcript = transcript_path(release.version, host.arch)
-    work = images / f".{stem}.work"
+    paths.make_private_dir(paths.images_dir())
+    final = paths.base_image(release.version, host.arch)
+    transcript = paths.base_transcript(release.version, host.arch)
+    work = paths.base_workdir(release.version, host.arch)
     shutil.rmtree(work, ignore_errors=True)
     paths.make_private_dir(work)
     transcript.unlink(missing_ok=True)
