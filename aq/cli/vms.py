@@ -160,9 +160,9 @@ def rm(name: str, force: bool) -> None:
     \b
     aq rm guest-1
     """
-    from aq import vm
+    from aq import power
 
-    vm.remove(name, force=force)
+    power.remove(name, force=force)
     note(f"removed {name}")
 
 
