@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DB_NAME = "aq.db"
+ACCEL_CACHE = "accel-probe.json"
 # The scripts and services aq hands to guests, shipped inside the package.
 GUEST_FILES = Path(__file__).resolve().parent / "guest"
 # The command channel's streams per slot: control, stdout, stderr.
@@ -72,6 +73,11 @@ def db_path() -> Path:
     return home() / DB_NAME
 
 
+def accel_cache() -> Path:
+    """Which accelerators were seen to work on this host (aq.qemu.accel)."""
+    return home() / ACCEL_CACHE
+
+
 def migration_lock() -> Path:
     return home() / "aq.db.migrate.lock"
 
@@ -125,7 +131,12 @@ def base_image(version: str, arch: str) -> Path:
 
 def base_transcript(version: str, arch: str) -> Path:
     """The whole console conversation of a base install."""
-    return images_dir() / f"{base_stem(version, arch)}.install.log"
+    return transcript_of(base_image(version, arch))
+
+
+def transcript_of(base: Path) -> Path:
+    """The install transcript kept beside a base disk."""
+    return base.with_name(base.stem + ".install.log")
 
 
 def base_workdir(version: str, arch: str) -> Path:
@@ -153,12 +164,6 @@ def keygen_lock() -> Path:
 def keygen_tmp() -> Path:
     """Where ssh-keygen writes before the pair is moved into place."""
     return keys_dir() / ".id_ed25519.tmp"
-
-
-def vm_tombstone(vm_id: int) -> Path:
-    """Where a removed VM's folder is moved before it is deleted: a name no VM can have
-    (hidden, unique per VM row), so a new VM of the same name never meets it."""
-    return vms_dir() / f".removed-{vm_id}"
 
 
 @dataclass(frozen=True)
