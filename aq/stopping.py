@@ -125,8 +125,12 @@ def remove(name: str, force: bool = False) -> Vm:
             tomb.rename(folder)
         raise
     if tomb is not None:
-        shutil.rmtree(tomb, ignore_errors=True)
+        _delete(tomb)
     return vm
+
+
+def _delete(tomb: Path) -> None:
+    shutil.rmtree(tomb, ignore_errors=True)
 
 
 def bury(folder: Path, vm_id: int) -> Path | None:
