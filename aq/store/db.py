@@ -102,7 +102,8 @@ def _session(write: bool) -> Iterator[Session]:
         with Session(bind, expire_on_commit=False) as session, session.begin():
             yield session
     except OperationalError as err:
-        if "locked" in str(err) or "busy" in str(err):
+        code = getattr(err.orig, "sqlite_errorcode", None)  # chosen by SQLite's code
+        if code is not None and code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
             raise AqError(
                 "the database stayed locked for too long",
                 hint="another aq process may be stuck; `aq db` shows the database's path",
