@@ -151,10 +151,13 @@ def _boot_error(files: paths.VmFiles, failed: _BootFailed) -> AqError:
     return kind(text, hint="")
 
 
-def _kill_launched(files: paths.VmFiles) -> None:
-    """Stop this boot's QEMU, found by its pid file (recorded or not yet)."""
+def _kill_launched(files: paths.VmFiles, before: process.Identity | None) -> None:
+    """Stop this boot's QEMU, found by its pid file (recorded or not yet).
+
+    `before` is whatever QEMU the pid file named when this start began: not this boot's.
+    """
     ident = process.from_pidfile(files.pidfile)
-    if ident is not None:
+    if ident is not None and ident != before:
         process.kill(ident, files.pidfile)
 
 
@@ -174,8 +177,10 @@ def start(
     if vm.state == State.RUNNING:
         return Outcome(vm, False, f"{name} is already running")
     files = paths.vm_files(name)
+    before = process.from_pidfile(files.pidfile)
+    undo = lambda: _kill_launched(files, before)  # noqa: E731
     try:
-        with bracket(vm.id, State.BOOTING, "abort", lambda: _kill_launched(files), "start") as move:
+        with bracket(vm.id, State.BOOTING, "abort", undo, "start") as move:
             machine.write_guest_files(vm, files)
             argv = machine.argv(vm, files, host)
             argv[0] = binary

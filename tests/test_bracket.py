@@ -109,3 +109,32 @@ def test_start_interrupted_before_recording_the_pid_kills_that_qemu(
         for proc in spawned:
             proc.kill()
             proc.wait(10)
+
+
+def test_start_never_deletes_the_pid_file_of_a_live_qemu(base_image) -> None:
+    """A QEMU of this VM that the store does not know: refused and left alone, not lost."""
+    made = vm.create(vm.NewVm(name="orphan"), base_image)
+    pidfile = paths.vm_files("orphan").pidfile
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)", str(pidfile)],
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+        pidfile.write_text(f"{proc.pid}\n")
+        for _ in range(500):
+            if process.from_pidfile(pidfile) is not None:
+                break
+            time.sleep(0.02)
+        with pytest.raises(AqError) as caught:
+            power.start("orphan", accel="tcg")
+        assert caught.value.message.startswith(
+            f"a QEMU of this VM is already running (pid {proc.pid})"
+        )
+        assert proc.poll() is None and pidfile.exists()
+        assert _events(made.id)[-1] == (
+            "abort",
+            f"a QEMU of this VM is already running (pid {proc.pid})",
+        )
+    finally:
+        proc.kill()
+        proc.wait(10)
