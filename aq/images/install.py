@@ -124,9 +124,10 @@ def install_base(
     work = paths.base_workdir(release.version, host.arch)
     shutil.rmtree(work, ignore_errors=True)
     paths.make_private_dir(work)
+    files = paths.VmFiles(work)  # the installer's QEMU keeps its files as a VM's do
     transcript.unlink(missing_ok=True)
     try:
-        target = work / "disk.qcow2"
+        target = files.disk
         img.create_blank(target, BASE_DISK_SIZE)
         tty = cmdline.serial_device(host.arch)
         kernel, initrd, args = iso.extract_boot(Path(iso_image.path), work, host.arch, tty)
@@ -136,8 +137,8 @@ def install_base(
             memory_mib=INSTALL_MEMORY_MIB,
             disks=[(target, "qcow2")],
             sockets=cmdline.Sockets(
-                console=Path(paths.short_socket_path(work / "console.sock")),
-                console_log=work / "console.log",
+                console=Path(paths.short_socket_path(files.console)),
+                console_log=files.console_log,
             ),
             cdrom=Path(iso_image.path),
             kernel=kernel,
@@ -147,17 +148,17 @@ def install_base(
         )
         argv = cmdline.build(spec, host)
         argv[0] = qemu_binary(host.arch)
-        paths.write_private(work / "qemu.cmdline", " ".join(argv) + "\n")
-        proc = _start_qemu(argv, work / "qemu.stderr")
+        paths.write_private(files.cmdline, " ".join(argv) + "\n")
+        proc = _start_qemu(argv, files.stderr)
 
         def why_dead() -> str | None:
             if proc.poll() is None:
                 return None
-            said = (work / "qemu.stderr").read_text(errors="replace").strip()
+            said = files.stderr.read_text(errors="replace").strip()
             return f"QEMU exited (status {proc.returncode}): {said or 'no message'}"
 
         try:
-            with Console.connect(work / "console.sock", transcript, why_dead=why_dead) as con:
+            with Console.connect(files.console, transcript, why_dead=why_dead) as con:
                 _converse(con, release, host, timeouts, progress)
                 # Stay connected while it shuts down: the transcript gets the whole story.
                 con.drain(timeouts.poweroff, lambda: proc.poll() is not None)
@@ -170,14 +171,14 @@ def install_base(
                 ) from None
         except ConsoleError as err:
             if proc.poll() is not None:
-                stderr = (work / "qemu.stderr").read_text(errors="replace").strip()
+                stderr = files.stderr.read_text(errors="replace").strip()
                 if stderr:
                     err.message += f"\nQEMU said: {stderr.splitlines()[-1]}"
             raise
         finally:
             _stop_qemu(proc)
         if code != 0:
-            stderr = (work / "qemu.stderr").read_text(errors="replace").strip()
+            stderr = files.stderr.read_text(errors="replace").strip()
             raise AqError(f"QEMU exited with status {code} during the install: {stderr}")
         progress.step("recording the base image")
         digest = sha256_file(target)
