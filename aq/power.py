@@ -15,7 +15,7 @@ import os
 import re
 import time
 
-from aq import alloc, boottime, lifecycle, machine, paths, reconcile
+from aq import alloc, boottime, defaults, lifecycle, machine, paths, reconcile
 from aq.console.expect import transcript_tail
 from aq.errors import AqError, Conflict, GuestTimeout, WrongState
 from aq.guest import channel
@@ -28,7 +28,6 @@ from aq.store.db import writing
 from aq.store.models import Vm
 from aq.vm import find
 
-DEFAULT_BOOT_TIMEOUT = 300.0
 CONSOLE_LOG_MAX = 4 << 20  # bytes; see _console_offset
 LOGIN = re.compile(rb"login: ?", re.M)
 
@@ -164,7 +163,7 @@ def _kill_launched(files: paths.VmFiles, before: process.Identity | None) -> Non
 def start(
     name: str,
     wait: bool = True,
-    timeout: float = DEFAULT_BOOT_TIMEOUT,
+    timeout: float = defaults.BOOT_TIMEOUT,
     accel: str | None = None,
     progress: Progress | None = None,
 ) -> Outcome:

@@ -14,7 +14,7 @@ import shutil
 import uuid
 from pathlib import Path
 
-from aq import lifecycle, paths, reconcile
+from aq import defaults, lifecycle, paths, reconcile
 from aq.errors import WrongState
 from aq.lifecycle import State
 from aq.moves import Outcome, bracket
@@ -22,8 +22,6 @@ from aq.qemu import process
 from aq.store.db import reading, writing
 from aq.store.models import Vm
 from aq.vm import find
-
-DEFAULT_STOP_TIMEOUT = 60.0
 
 
 def _begin_stop(name: str) -> tuple[Vm, bool]:
@@ -63,7 +61,7 @@ def _powerdown(files: paths.VmFiles, ident: process.Identity, timeout: float) ->
     return [*steps, "fallback: SIGKILL"]
 
 
-def stop(name: str, force: bool = False, timeout: float = DEFAULT_STOP_TIMEOUT) -> Outcome:
+def stop(name: str, force: bool = False, timeout: float = defaults.STOP_TIMEOUT) -> Outcome:
     """Shut the VM down (see module doc); `force` kills QEMU at once."""
     reconcile.reconcile(name)
     vm, changed = _begin_stop(name)

@@ -13,7 +13,7 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from aq import alloc, lifecycle, paths
+from aq import alloc, defaults, lifecycle, paths
 from aq.errors import AqError, Conflict, InvalidInput, NotFound
 from aq.images import catalog
 from aq.lifecycle import State
@@ -25,8 +25,6 @@ from aq.store.models import Event, Image, PortForward, Vm
 from aq.units import format_size
 
 SSH_GUEST_PORT = 22
-DEFAULT_CPUS = 2
-DEFAULT_MEMORY_MIB = 1024
 REMOVED = State.REMOVED.value
 
 
@@ -35,8 +33,8 @@ class NewVm:
     """What `aq new` asks for; None means aq's default."""
 
     name: str | None = None
-    cpus: int = DEFAULT_CPUS
-    memory_mib: int = DEFAULT_MEMORY_MIB
+    cpus: int = defaults.CPUS
+    memory_mib: int = defaults.MEMORY_MIB
     disk_size: int | None = None
     forwards: Sequence[ForwardSpec] = ()
 
