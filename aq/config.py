@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 
+from aq import defaults
 from aq.errors import InvalidInput
 from aq.store.db import reading, writing
 from aq.store.models import Setting
@@ -59,8 +60,10 @@ def set_value(key: str, value: str | None) -> None:
         raise InvalidInput(f"invalid mirror {value!r}", hint="give an http(s):// URL")
     if key == "accel" and value is not None:
         value = value.lower()
-        if value not in ("hvf", "kvm", "tcg"):
-            raise InvalidInput(f"unknown accelerator {value!r}", hint="use one of hvf, kvm, tcg")
+        if value not in defaults.ACCELS:
+            raise InvalidInput(
+                f"unknown accelerator {value!r}", hint=f"use one of {', '.join(defaults.ACCELS)}"
+            )
     with writing() as session:
         row = session.get(Setting, key)
         if value is None:
@@ -70,7 +73,3 @@ def set_value(key: str, value: str | None) -> None:
             session.add(Setting(key=key, value=value))
         else:
             row.value = value
-
-
-def all_settings() -> dict[str, str | None]:
-    return {key: get(key) for key in SETTINGS}

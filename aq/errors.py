@@ -79,12 +79,12 @@ EXIT_CODES: dict[int, str] = {
     1: "an operation failed (QEMU, download, install); the message says which",
     2: "usage error or invalid input (bad name, size, port spec, option)",
     3: "no such VM or image",
-    4: "conflict: name or port taken, resource in use, or refused without --force",
+    4: "conflict: name or port taken, resource in use, or refused without `--force`",
     5: "the VM is in a state that does not allow the action",
     6: "the Alpine mirror cannot be reached",
     7: "a download failed its checksum or signature check",
     8: "the guest did not answer in time",
-    124: "aq exec --timeout: the command was killed when its time ran out",
-    EXEC_FAILURE: "aq exec / aq ssh: aq itself failed (the guest command's own status "
-    "is passed through otherwise); any command: the guest's agent could not start a command",
+    124: "`aq exec --timeout`: the command was killed when its time ran out",
+    EXEC_FAILURE: "`aq exec` / `aq ssh`: aq itself failed (otherwise they exit with the "
+    "guest command's own status); any command: the guest's agent could not start a command",
 }

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import platform
-import sys
 
 from aq.errors import AqError
 
@@ -17,8 +16,3 @@ def guest_arch(machine: str | None = None) -> str:
         return _ARCHES[machine]
     except KeyError:
         raise AqError(f"unsupported host architecture {machine!r}") from None
-
-
-def system() -> str:
-    """'darwin' or 'linux' (others are reported as they are)."""
-    return sys.platform

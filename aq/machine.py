@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from aq.guest.channel import SLOTS, STREAMS
+from aq import paths
+from aq.guest.channel import SLOTS
 from aq.paths import VmFiles, short_socket_path
 from aq.qemu import cmdline
 from aq.qemu.hostinfo import HostInfo
 from aq.store.models import Vm
-
-GUEST_FILES = Path(__file__).resolve().parent / "guest"
 
 
 def _sock(path: Path) -> Path:
@@ -30,7 +29,7 @@ def spec(vm: Vm, files: VmFiles) -> cmdline.MachineSpec:
             qmp=_sock(files.qmp),
             pidfile=files.pidfile,
             exec_sockets=[
-                [_sock(files.exec_socket(slot, stream)) for stream in STREAMS]
+                [_sock(files.exec_socket(slot, stream)) for stream in paths.EXEC_STREAMS]
                 for slot in range(SLOTS)
             ],
         ),
@@ -54,7 +53,7 @@ def argv(vm: Vm, files: VmFiles, host: HostInfo) -> list[str]:
 
 def write_guest_files(vm: Vm, files: VmFiles) -> None:
     """Render the boot script and agent this start hands to the guest."""
-    boot = (GUEST_FILES / "boot.sh").read_text().replace("@NAME@", vm.name)
-    agent = (GUEST_FILES / "agent.sh").read_text().replace("@SLOTS@", str(SLOTS))
+    boot = (paths.GUEST_FILES / "boot.sh").read_text().replace("@NAME@", vm.name)
+    agent = (paths.GUEST_FILES / "agent.sh").read_text().replace("@SLOTS@", str(SLOTS))
     files.fw_boot.write_text(boot)
     files.fw_agent.write_text(agent)

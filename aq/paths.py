@@ -16,6 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DB_NAME = "aq.db"
+ACCEL_CACHE = "accel-probe.json"
+# The scripts and services aq hands to guests, shipped inside the package.
+GUEST_FILES = Path(__file__).resolve().parent / "guest"
+# The command channel's streams per slot: control, stdout, stderr.
+EXEC_STREAMS = ("ctl", "out", "err")
 # Unix socket paths are limited to 104 bytes on macOS and 108 on Linux.
 MAX_SOCKET_PATH = 100
 
@@ -87,12 +92,22 @@ def db_path() -> Path:
     return home() / DB_NAME
 
 
+def accel_cache() -> Path:
+    """Which accelerators were seen to work on this host (aq.qemu.accel)."""
+    return home() / ACCEL_CACHE
+
+
 def migration_lock() -> Path:
     return home() / "aq.db.migrate.lock"
 
 
 def vms_dir() -> Path:
     return home() / "vms"
+
+
+def tombstone(vm_id: int, token: str) -> Path:
+    """Where a removed VM's folder waits to be deleted; no VM name can reach it."""
+    return vms_dir() / f".removed-{vm_id}-{token}"
 
 
 def images_dir() -> Path:
@@ -124,8 +139,50 @@ def inside_images(path: Path | str) -> Path:
     return resolved
 
 
+def base_stem(version: str, arch: str) -> str:
+    """The name shared by a release's base disk, its transcript and its work folder."""
+    return f"alpine-{version}-{arch}-base"
+
+
+def base_image(version: str, arch: str) -> Path:
+    return images_dir() / f"{base_stem(version, arch)}.qcow2"
+
+
+def base_transcript(version: str, arch: str) -> Path:
+    """The whole console conversation of a base install."""
+    return transcript_of(base_image(version, arch))
+
+
+def transcript_of(base: Path) -> Path:
+    """The install transcript kept beside a base disk."""
+    return base.with_name(base.stem + ".install.log")
+
+
+def base_workdir(version: str, arch: str) -> Path:
+    """Scratch space of a base install in progress (hidden; removed when it ends)."""
+    return images_dir() / f".{base_stem(version, arch)}.work"
+
+
 def keys_dir() -> Path:
     return home() / "keys"
+
+
+def aq_key() -> Path:
+    """aq's own SSH private key; its public half is `public_key(aq_key())`."""
+    return keys_dir() / "id_ed25519"
+
+
+def public_key(private: Path) -> Path:
+    return private.with_name(private.name + ".pub")
+
+
+def keygen_lock() -> Path:
+    return keys_dir() / "keygen.lock"
+
+
+def keygen_tmp() -> Path:
+    """Where ssh-keygen writes before the pair is moved into place."""
+    return keys_dir() / ".id_ed25519.tmp"
 
 
 @dataclass(frozen=True)
@@ -153,6 +210,11 @@ class VmFiles:
     @property
     def console_log(self) -> Path:
         return self.root / "console.log"
+
+    @property
+    def console_log_old(self) -> Path:
+        """The previous console.log, moved aside when it grew past its limit."""
+        return self.root / "console.log.1"
 
     @property
     def console_lock(self) -> Path:
@@ -183,7 +245,7 @@ class VmFiles:
         return self.root / "known_hosts"
 
     def exec_socket(self, slot: int, stream: str) -> Path:
-        """One of the command channel's sockets: slot N, stream ctl/out/err."""
+        """One of the command channel's sockets: slot N, one of EXEC_STREAMS."""
         return self.root / f"exec{slot}.{stream}.sock"
 
     def exec_lock(self, slot: int) -> Path:

@@ -1,12 +1,12 @@
-"""Starting and stopping VMs: the state machine meets QEMU.
+"""Starting VMs: the state machine meets QEMU.
 
   start   created/stopped -> booting (QEMU launched, daemonized) -> running (the guest's
           command channel answers; the boot's duration goes into the history); a failed or
           timed-out boot stops QEMU and records booting -> stopped with the reason.
-  stop    running -> stopping -> stopped: ACPI power button (QMP system_powerdown),
-          then QMP quit, then SIGKILL, each fallback written into the history.
 
-Every command first reconciles the store with reality (aq.reconcile).
+The launch runs bracketed (aq.moves) between the start and ready moves. Stopping and
+removing live in aq.stopping (re-exported here). Every command first reconciles the
+store with reality (aq.reconcile).
 """
 
 from __future__ import annotations
@@ -14,14 +14,13 @@ from __future__ import annotations
 import os
 import re
 import time
-from dataclasses import dataclass
-from pathlib import Path
 
-from aq import alloc, boottime, lifecycle, machine, paths, reconcile
+from aq import alloc, boottime, defaults, lifecycle, machine, paths, reconcile
 from aq.console.expect import transcript_tail
 from aq.errors import AqError, Conflict, GuestTimeout, WrongState
 from aq.guest import channel
 from aq.lifecycle import State
+from aq.moves import Outcome, bracket
 from aq.progress import Progress
 from aq.qemu import process
 from aq.qemu.hostinfo import HostInfo, detect, qemu_binary
@@ -29,23 +28,8 @@ from aq.store.db import writing
 from aq.store.models import Vm
 from aq.vm import find
 
-DEFAULT_BOOT_TIMEOUT = 300.0
-DEFAULT_STOP_TIMEOUT = 60.0
 CONSOLE_LOG_MAX = 4 << 20  # bytes; see _console_offset
 LOGIN = re.compile(rb"login: ?", re.M)
-
-
-@dataclass(frozen=True)
-class Outcome:
-    vm: Vm
-    changed: bool
-    message: str
-
-
-def _me() -> process.Identity:
-    ident = process.identity(os.getpid())
-    assert ident is not None
-    return ident
 
 
 def _ensure_ports(session, vm: Vm) -> list[str]:
@@ -68,13 +52,12 @@ def _ensure_ports(session, vm: Vm) -> list[str]:
     return notes
 
 
-def _begin_start(name: str, host: HostInfo) -> tuple[Vm, str | None]:
+def _begin_start(name: str, host: HostInfo) -> Vm:
     """booting, in one transaction: state checked, ports settled, owner recorded."""
-    me = _me()
     with writing() as session:
         vm = find(session, name)
         if vm.state == State.RUNNING:
-            return vm, None
+            return vm
         if vm.state in (State.BOOTING, State.STOPPING):
             raise WrongState(
                 name, vm.state, "start", hint=f"another aq process is at it; see `aq status {name}`"
@@ -87,14 +70,10 @@ def _begin_start(name: str, host: HostInfo) -> tuple[Vm, str | None]:
             vm.id,
             "start",
             detail,
-            owner_pid=me.pid,
-            owner_started=me.started,
             accel=host.accel,
-            pid=None,
-            pid_started=None,
         )
         session.refresh(vm, ["forwards"])
-        return vm, detail
+        return vm
 
 
 def _record_pid(vm_id: int, ident: process.Identity) -> None:
@@ -141,49 +120,50 @@ def _wait_ready(files: paths.VmFiles, ident: process.Identity, offset: int, time
         if time.monotonic() > deadline:
             login = _saw_login(files, offset)
             what = "the command channel did not answer" if login else "no login prompt"
-            raise _BootFailed(f"the guest was not ready within {timeout:.0f}s ({what})")
+            raise _BootFailed(
+                f"the guest was not ready within {timeout:.0f}s ({what})", guest_timed_out=True
+            )
         time.sleep(0.25)
 
 
 class _BootFailed(Exception):
-    pass
+    """The boot failed; `guest_timed_out` says QEMU ran but the guest never answered."""
+
+    def __init__(self, reason: str, guest_timed_out: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.guest_timed_out = guest_timed_out
 
 
-def _boot_error(files: paths.VmFiles, reason: str) -> AqError:
+def _boot_error(files: paths.VmFiles, failed: _BootFailed) -> AqError:
     tail = transcript_tail(files.console_log, 12)
     stderr = ""
     if files.stderr.exists():
         stderr = files.stderr.read_text(errors="replace").strip()
-    text = f"{reason}"
+    text = failed.reason
     if stderr:
         text += f"\nQEMU said: {stderr.splitlines()[-1]}"
     if tail:
         text += f"\nlast lines of the serial console:\n{tail}"
     text += f"\n(serial log: {files.console_log})"
-    error = GuestTimeout(text, hint="") if "within" in reason else AqError(text, hint="")
-    return error
+    kind = GuestTimeout if failed.guest_timed_out else AqError
+    return kind(text, hint="")
 
 
-def _abort(vm_id: int, reason: str) -> None:
-    with writing() as session:
-        vm = session.get(Vm, vm_id)
-        if vm is not None and vm.state == State.BOOTING:
-            lifecycle.transition(
-                session,
-                vm_id,
-                "abort",
-                reason,
-                pid=None,
-                pid_started=None,
-                owner_pid=None,
-                owner_started=None,
-            )
+def _kill_launched(files: paths.VmFiles, before: process.Identity | None) -> None:
+    """Stop this boot's QEMU, found by its pid file (recorded or not yet).
+
+    `before` is whatever QEMU the pid file named when this start began: not this boot's.
+    """
+    ident = process.from_pidfile(files.pidfile)
+    if ident is not None and ident != before:
+        process.kill(ident, files.pidfile)
 
 
 def start(
     name: str,
     wait: bool = True,
-    timeout: float = DEFAULT_BOOT_TIMEOUT,
+    timeout: float = defaults.BOOT_TIMEOUT,
     accel: str | None = None,
     progress: Progress | None = None,
 ) -> Outcome:
@@ -192,128 +172,37 @@ def start(
     reconcile.reconcile(name)
     host = detect(accel)
     binary = qemu_binary(host.arch)
-    vm, _ = _begin_start(name, host)
+    vm = _begin_start(name, host)
     if vm.state == State.RUNNING:
         return Outcome(vm, False, f"{name} is already running")
     files = paths.vm_files(name)
-    ident: process.Identity | None = None
+    before = process.from_pidfile(files.pidfile)
+    undo = lambda: _kill_launched(files, before)  # noqa: E731
     try:
-        machine.write_guest_files(vm, files)
-        argv = machine.argv(vm, files, host)
-        argv[0] = binary
-        offset = _console_offset(files)
-        launched = time.monotonic()  # boot-time hook (aq.boottime)
-        try:
-            ident = process.launch(argv, files.pidfile, files.cmdline, files.stderr)
-        except process.LaunchError as err:
-            raise _BootFailed(str(err)) from None
-        paths.restrict_to_owner(files.root)
-        _record_pid(vm.id, ident)
-        if not wait:
-            with writing() as session:
-                vm = lifecycle.transition(
-                    session,
-                    vm.id,
-                    "ready",
-                    "QEMU is up; guest readiness not awaited (--no-wait)",
-                    owner_pid=None,
-                    owner_started=None,
-                )
-            return Outcome(vm, True, f"{name} is starting (QEMU pid {ident.pid})")
-        progress.step(f"booting {name} (accel {host.accel})")
-        _wait_ready(files, ident, offset, timeout)
-        with writing() as session:
-            vm = lifecycle.transition(
-                session,
-                vm.id,
-                "ready",
-                boottime.ready_detail(time.monotonic() - launched, ident.pid),
-                owner_pid=None,
-                owner_started=None,
-            )
-        return Outcome(vm, True, f"{name} is running")
+        with bracket(vm.id, State.BOOTING, "abort", undo, "start") as move:
+            machine.write_guest_files(vm, files)
+            argv = machine.argv(vm, files, host)
+            argv[0] = binary
+            offset = _console_offset(files)
+            launched = time.monotonic()  # boot-time hook (aq.boottime)
+            try:
+                ident = process.launch(argv, files.pidfile, files.cmdline, files.stderr)
+            except process.LaunchError as err:
+                raise _BootFailed(err.message) from None
+            paths.restrict_to_owner(files.root)
+            _record_pid(vm.id, ident)
+            if not wait:
+                vm = move.finish("ready", "QEMU is up; guest readiness not awaited (--no-wait)")
+                return Outcome(vm, True, f"{name} is starting (QEMU pid {ident.pid})")
+            progress.step(f"booting {name} (accel {host.accel})")
+            _wait_ready(files, ident, offset, timeout)
+            detail = boottime.ready_detail(time.monotonic() - launched, ident.pid)
+            vm = move.finish("ready", detail)
+            return Outcome(vm, True, f"{name} is running")
     except _BootFailed as failed:
-        if ident is not None:
-            process.kill(ident, files.pidfile)
-        _abort(vm.id, str(failed))
-        raise _boot_error(files, str(failed)) from None
-    except BaseException as err:
-        if ident is not None:
-            process.kill(ident, files.pidfile)
-        reason = "interrupted" if isinstance(err, KeyboardInterrupt) else f"failed: {err}"
-        _abort(vm.id, f"start {reason}")
-        raise
+        raise _boot_error(files, failed) from None
 
 
-def _begin_stop(name: str) -> tuple[Vm, bool]:
-    me = _me()
-    with writing() as session:
-        vm = find(session, name)
-        if vm.state in (State.CREATED, State.STOPPED):
-            return vm, False
-        if vm.state == State.STOPPING:
-            raise WrongState(name, vm.state, "stop", hint="another aq process is stopping it")
-        vm = lifecycle.transition(
-            session, vm.id, "stop", None, owner_pid=me.pid, owner_started=me.started
-        )
-        return vm, True
+from aq.stopping import remove, stop  # noqa: E402  (the other half of power; re-exported)
 
-
-def _powerdown(files: paths.VmFiles, ident: process.Identity, timeout: float) -> list[str]:
-    """ACPI power button, then QMP quit, then SIGKILL; what was needed, in order."""
-    from aq.qemu.monitor import Monitor, MonitorError
-
-    steps = []
-    try:
-        with Monitor(files.qmp, connect_timeout=5) as qmp:
-            qmp.command("system_powerdown")
-        steps.append("ACPI power button pressed")
-        if process.wait_gone(ident, timeout, files.pidfile):
-            return [*steps, "guest powered off"]
-        steps.append(f"no power-off within {timeout:.0f}s")
-    except MonitorError as err:
-        steps.append(f"QMP unavailable ({err.message})")
-    try:
-        with Monitor(files.qmp, connect_timeout=5) as qmp:
-            qmp.command("quit")
-        steps.append("fallback: QMP quit")
-        if process.wait_gone(ident, 10, files.pidfile):
-            return steps
-    except MonitorError:
-        steps.append("QMP quit failed")
-    process.kill(ident, files.pidfile)
-    return [*steps, "fallback: SIGKILL"]
-
-
-def stop(name: str, force: bool = False, timeout: float = DEFAULT_STOP_TIMEOUT) -> Outcome:
-    """Shut the VM down (see module doc); `force` kills QEMU at once."""
-    reconcile.reconcile(name)
-    vm, changed = _begin_stop(name)
-    if not changed:
-        return Outcome(vm, False, f"{name} is already {vm.state}")
-    files = paths.vm_files(name)
-    ident = process.Identity(vm.pid, vm.pid_started) if vm.pid and vm.pid_started else None
-    if ident is None or not process.is_alive(ident, files.pidfile):
-        steps = ["QEMU was not running"]
-    elif force:
-        process.kill(ident, files.pidfile)
-        steps = ["killed (--force)"]
-    else:
-        steps = _powerdown(files, ident, timeout)
-    with writing() as session:
-        vm = lifecycle.transition(
-            session,
-            vm.id,
-            "halt",
-            "; ".join(steps),
-            pid=None,
-            pid_started=None,
-            owner_pid=None,
-            owner_started=None,
-        )
-    files.pidfile.unlink(missing_ok=True)
-    return Outcome(vm, True, f"{name} stopped ({steps[-1]})")
-
-
-def serial_log(name: str) -> Path:
-    return paths.vm_files(name).console_log
+__all__ = ["Outcome", "remove", "start", "stop"]

@@ -4,7 +4,8 @@ For each VM the store believes is booting, running or stopping: is its recorded 
 still alive and still that VM's QEMU (a reused pid is not)? Is the aq process that was
 booting or stopping it still alive? A VM whose QEMU died is recorded as stopped with
 the reason "crashed"; a boot or stop whose aq process died is finished (QEMU stopped)
-so that nothing stays stuck in booting or stopping.
+so that nothing stays stuck in booting or stopping. Every verdict leads to stopped,
+whose ON_ENTRY (aq.lifecycle) clears the pid and owner columns.
 """
 
 from __future__ import annotations
@@ -49,6 +50,16 @@ def _verdict(vm: Vm) -> tuple[str, str] | None:
             )
         if vm.pid:
             return "crash", f"crashed: QEMU (pid {vm.pid}) died during boot and {who} exited"
+        # aq may have died between launching QEMU and recording its pid: the pid file
+        # (checked to name this VM's pid file) is then the only trace of that QEMU.
+        unrecorded = process.from_pidfile(files.pidfile)
+        if unrecorded is not None:
+            process.kill(unrecorded, files.pidfile)
+            return (
+                "abort",
+                f"boot interrupted: {who} exited before recording QEMU's pid "
+                f"{unrecorded.pid}; QEMU killed",
+            )
         return "abort", f"boot interrupted: {who} exited before QEMU started"
     # stopping
     if qemu_alive:
@@ -80,16 +91,7 @@ def reconcile(name: str | None = None) -> int:
                 vm.owner_pid,
             ):
                 continue
-            lifecycle.transition(
-                session,
-                vm.id,
-                event,
-                reason,
-                pid=None,
-                pid_started=None,
-                owner_pid=None,
-                owner_started=None,
-            )
+            lifecycle.transition(session, vm.id, event, reason)
             fixed += 1
         paths.vm_files(vm.name).pidfile.unlink(missing_ok=True)
     return fixed

@@ -16,7 +16,7 @@ from pathlib import Path
 from aq import sshkeys
 from aq.errors import AqError
 from aq.guest import channel
-from aq.paths import VmFiles, write_private
+from aq.paths import VmFiles, public_key, write_private
 from aq.safetext import for_terminal
 
 HOST_KEY = re.compile(r"(ssh|ecdsa|sk)-[A-Za-z0-9@.-]+")
@@ -102,7 +102,7 @@ def authorize(files: VmFiles, public_key: str) -> None:
 def prepare(files: VmFiles, name: str, recorded: str | None) -> tuple[Path, str]:
     """aq's key authorized and the host key recorded; return the key and the host key."""
     key = sshkeys.aq_key()
-    authorize(files, key.with_name(key.name + ".pub").read_text().strip())
+    authorize(files, public_key(key).read_text().strip())
     host_key = recorded or read_host_key(files)
     write_private(files.known_hosts, known_hosts_line(name, host_key))
     return key, host_key

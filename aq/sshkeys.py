@@ -14,7 +14,7 @@ USER_KEYS = ("id_ed25519.pub", "id_ecdsa.pub", "id_rsa.pub")
 
 def aq_key() -> Path:
     """aq's private key, generated with ssh-keygen the first time it is needed."""
-    key = paths.keys_dir() / "id_ed25519"
+    key = paths.aq_key()
     if key.exists():
         return key
     keygen = shutil.which("ssh-keygen")
@@ -23,11 +23,11 @@ def aq_key() -> Path:
     from filelock import FileLock
 
     paths.make_private_dir(key.parent)
-    with FileLock(str(key.with_name("keygen.lock"))):
+    with FileLock(str(paths.keygen_lock())):
         if key.exists():
             return key
-        tmp = key.with_name(f".{key.name}.tmp")
-        for stale in (tmp, tmp.with_name(tmp.name + ".pub")):
+        tmp = paths.keygen_tmp()
+        for stale in (tmp, paths.public_key(tmp)):
             stale.unlink(missing_ok=True)
         subprocess.run(
             [keygen, "-q", "-t", "ed25519", "-N", "", "-C", "aq", "-f", str(tmp)],
@@ -35,7 +35,7 @@ def aq_key() -> Path:
             capture_output=True,
         )
         # The public half first: the private key's presence means both are complete.
-        tmp.with_name(tmp.name + ".pub").replace(key.with_name(key.name + ".pub"))
+        paths.public_key(tmp).replace(paths.public_key(key))
         tmp.replace(key)
     return key
 
@@ -51,7 +51,7 @@ def user_public_key() -> str | None:
 
 def authorized_keys() -> str:
     """The keys the base install gives root: aq's own, and the user's when there is one."""
-    keys = [aq_key().with_name("id_ed25519.pub").read_text().strip()]
+    keys = [paths.public_key(aq_key()).read_text().strip()]
     user = user_public_key()
     if user and user not in keys:
         keys.append(user)

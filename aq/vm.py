@@ -13,8 +13,8 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from aq import alloc, lifecycle, paths
-from aq.errors import AqError, Conflict, InvalidInput, NotFound, WrongState
+from aq import alloc, defaults, lifecycle, paths
+from aq.errors import AqError, Conflict, InvalidInput, NotFound
 from aq.images import catalog
 from aq.lifecycle import State
 from aq.names import random_name, validate_name
@@ -25,8 +25,6 @@ from aq.store.models import Event, Image, PortForward, Vm
 from aq.units import format_size
 
 SSH_GUEST_PORT = 22
-DEFAULT_CPUS = 2
-DEFAULT_MEMORY_MIB = 1024
 MAX_DISK_SIZE = 64 << 40  # qcow2's limit
 REMOVED = State.REMOVED.value
 
@@ -36,8 +34,8 @@ class NewVm:
     """What `aq new` asks for; None means aq's default."""
 
     name: str | None = None
-    cpus: int = DEFAULT_CPUS
-    memory_mib: int = DEFAULT_MEMORY_MIB
+    cpus: int = defaults.CPUS
+    memory_mib: int = defaults.MEMORY_MIB
     disk_size: int | None = None
     forwards: Sequence[ForwardSpec] = ()
 
@@ -183,7 +181,11 @@ def _disk_size(spec: NewVm, base: Image) -> int:
 
 
 def _discard_orphan(folder: Path) -> None:
-    """Remove a folder left by a removed VM or a crashed `aq new` (no live VM owns it)."""
+    """Remove a folder left by a crashed `aq new` or `aq rm` (no live VM owns it).
+
+    Called under the write lock after the name was found free; `aq rm` moves a folder
+    away under the same lock, so this never deletes a folder that a VM owns.
+    """
     if folder.exists():
         shutil.rmtree(folder)
 
@@ -192,28 +194,27 @@ def create(spec: NewVm, base: Image) -> Vm:
     """Create a VM as a copy-on-write overlay on `base`; all or nothing.
 
     Name, MAC and ports are chosen and the disk is made while holding the write lock, so
-    concurrent creators never collide; if anything fails, the VM's folder is removed and
-    nothing is recorded.
+    concurrent creators never collide; if anything fails, the VM's folder is removed
+    (still under the lock) and nothing is recorded.
     """
     check_spec(spec)
     disk_size = _disk_size(spec, base)
-    folder: Path | None = None
-    try:
-        with writing() as session:
-            if spec.name is None:
-                name = _unique_random_name(session)
-            else:
-                name = spec.name
-                _check_name_free(session, name)
-            if session.get(Image, base.id) is None or not Path(base.path).exists():
-                raise AqError(
-                    f"the base image {base.path} was removed meanwhile",
-                    hint="run the command again to make a new one",
-                )
-            files = paths.vm_files(name)
-            paths.make_private_dir(paths.vms_dir())
-            _discard_orphan(files.root)
-            folder = paths.make_private_dir(files.root)
+    with writing() as session:
+        if spec.name is None:
+            name = _unique_random_name(session)
+        else:
+            name = spec.name
+            _check_name_free(session, name)
+        if session.get(Image, base.id) is None or not Path(base.path).exists():
+            raise AqError(
+                f"the base image {base.path} was removed meanwhile",
+                hint="run the command again to make a new one",
+            )
+        files = paths.vm_files(name)
+        paths.make_private_dir(paths.vms_dir())
+        _discard_orphan(files.root)
+        folder = paths.make_private_dir(files.root)
+        try:
             vm = Vm(
                 name=name,
                 state=State.CREATED.value,
@@ -232,43 +233,12 @@ def create(spec: NewVm, base: Image) -> Vm:
             lifecycle.record(
                 session, vm, lifecycle.CREATE_EVENT, None, vm.state, f"base {base.version}"
             )
-        return get(name)
-    except BaseException:
-        if folder is not None:
+        except BaseException:
+            # Still under the write lock: no other `aq new` of this name can have made
+            # this folder, so it is ours to delete.
             shutil.rmtree(folder, ignore_errors=True)
-        raise
-
-
-def remove(name: str, force: bool = False) -> Vm:
-    """Record the VM as removed, then delete its files. Running VMs need `force`,
-    which stops them first.
-
-    The store is the truth: once the VM is recorded as removed nothing uses its folder,
-    so a folder left behind by a crash right after is harmless and cleared by the next
-    `aq new` of that name.
-    """
-    from aq.reconcile import reconcile
-
-    reconcile(name)
-    if force:
-        with reading() as session:
-            state = find(session, name).state
-        if state in (State.BOOTING, State.RUNNING):
-            from aq.power import stop
-
-            stop(name, force=True)
-    with writing() as session:
-        vm = find(session, name)
-        if vm.state not in (State.CREATED, State.STOPPED):
-            raise WrongState(
-                name, vm.state, "remove", hint=f"stop it first (`aq stop {name}`) or use --force"
-            )
-        ports = ", ".join(f"{f.host_port}->{f.guest_port}/{f.protocol}" for f in vm.forwards)
-        vm.forwards.clear()
-        session.flush()
-        vm = lifecycle.transition(session, vm.id, "remove", f"ports released: {ports}")
-    shutil.rmtree(paths.vm_files(name).root, ignore_errors=True)
-    return vm
+            raise
+    return get(name)
 
 
 @dataclass(frozen=True)

@@ -26,11 +26,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from aq.console.expect import LOGIN
 from bench.testvm import aq, ensure_vm, environment
 
 NAME = "bench-boot"
 TIMEOUT = 600.0
-LOGIN = re.compile(rb"login: ?$", re.M)
 GAP = 2.0  # seconds of console silence worth showing in the timeline
 
 

@@ -39,3 +39,27 @@ def test_every_exit_code_is_documented() -> None:
     for code in EXIT_CODES:
         if code:
             assert re.search(rf"^\| {code} \|", README, re.M), f"exit code {code} undocumented"
+
+
+def _readme_script():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("readme_script", REPO / "scripts" / "readme.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_generated_sections_match_the_code() -> None:
+    script = _readme_script()
+    names = set(re.findall(r"<!-- generated: ([\w-]+) -->", README))
+    assert names == set(script.SECTIONS), "every generated section is in the README once"
+    assert script.render(README) == README, "README is out of date: run scripts/readme.py"
+
+
+def test_a_changed_table_is_caught() -> None:
+    script = _readme_script()
+    drifted = README.replace("| halt | stopping | stopped |", "| halt | running | stopped |")
+    assert drifted != README
+    assert script.render(drifted) == README

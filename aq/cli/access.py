@@ -7,8 +7,7 @@ import sys
 
 import click
 
-from aq.cli.main import FAILURE_CODE
-from aq.cli.output import note
+from aq.cli.output import FAILURE_CODE, note
 from aq.errors import EXEC_FAILURE
 
 
@@ -16,9 +15,10 @@ def _running(name: str):
     """The VM, which must be running (its record first made true)."""
     from aq import vm
     from aq.errors import WrongState
+    from aq.lifecycle import State
 
     found = vm.get(name)
-    if found.state != "running":
+    if found.state != State.RUNNING:
         raise WrongState(name, found.state, "reach", hint=f"start it with `aq start {name}`")
     return found
 
@@ -64,8 +64,9 @@ def exec_(ctx: click.Context, timeout: float | None, name: str, command: tuple[s
 def _only_running_vm() -> str:
     from aq import vm
     from aq.errors import InvalidInput
+    from aq.lifecycle import State
 
-    running = [v.name for v in vm.list_vms() if v.state == "running"]
+    running = [v.name for v in vm.list_vms() if v.state == State.RUNNING]
     if len(running) == 1:
         return running[0]
     if not running:
@@ -148,8 +149,11 @@ def ssh(ctx: click.Context, dry_run: bool, name: str, command: tuple[str, ...]) 
         remote = remote[1:]
     found = _running(name)
     files = paths.vm_files(name)
-    key, host_key = ssh_mod.prepare(files, name, None)
-    record_host_key(name, host_key)
+    # The host key read over the command channel the first time is kept; later runs
+    # check the guest against that record instead of trusting whatever it says now.
+    key, host_key = ssh_mod.prepare(files, name, found.ssh_host_key)
+    if host_key != found.ssh_host_key:
+        record_host_key(name, host_key)
     port = ssh_port(found)
     argv = ssh_mod.command(name, port, key, files.known_hosts, remote)
     if dry_run:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import click
 
-from aq.cli.output import print_json, print_table
+from aq.cli.output import json_option, print_json, print_table
 
 
 @click.group("config", invoke_without_command=True)
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@json_option
 @click.pass_context
 def config_group(ctx: click.Context, as_json: bool) -> None:
     """Show or change settings; environment variables (AQ_MIRROR...) take precedence.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from aq.cli.output import note, print_json, print_table
+from aq.cli.output import json_option, note, print_json, print_table
 
 
 def _row_dict(row) -> dict:
@@ -41,9 +41,6 @@ def _print_rows(rows, as_json: bool) -> None:
             for r in rows
         ],
     )
-
-
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 
 
 @click.group("images", invoke_without_command=True)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import click
 
 from aq import paths
-from aq.cli.output import print_json
+from aq.cli.output import json_option, print_json
 
 
 @click.command("db")
-@click.option("--json", "as_json", is_flag=True, help="Print paths as JSON.")
+@json_option
 def db(as_json: bool) -> None:
     """Print the path of aq's SQLite database (schema made current first).
 

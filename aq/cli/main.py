@@ -9,11 +9,8 @@ import traceback
 import click
 
 from aq import __version__
+from aq.cli.output import FAILURE_CODE
 from aq.errors import AqError
-
-# Commands set ctx.meta[FAILURE_CODE] when their own exit status belongs to something
-# else (aq exec passes the guest's through), so aq's failures must use another code.
-FAILURE_CODE = "aq.failure_code"
 
 
 def _debugging(ctx: click.Context) -> bool:

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 import click
+
+# Commands set ctx.meta[FAILURE_CODE] when their own exit status belongs to something
+# else (aq exec passes the guest's through), so aq's failures must use another code.
+FAILURE_CODE = "aq.failure_code"
+
+
+def json_option(command):
+    """The --json flag every listing and action command takes (one spelling)."""
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(command)
 
 
 def iso(when: datetime | None) -> str | None:
@@ -32,7 +40,3 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
 def note(message: str) -> None:
     """A message for people, on stderr, so stdout stays clean for scripts."""
     click.echo(message, err=True)
-
-
-def stderr_is_terminal() -> bool:
-    return sys.stderr.isatty()

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from aq.cli.output import note, print_json
+from aq import defaults
+from aq.cli.output import json_option, note, print_json
 from aq.cli.render import vm_dict
 
 
@@ -13,17 +14,17 @@ from aq.cli.render import vm_dict
 @click.option(
     "--timeout",
     type=float,
-    default=300,
+    default=defaults.BOOT_TIMEOUT,
     show_default=True,
     help="Seconds to wait for the guest to be ready.",
 )
 @click.option("--no-wait", is_flag=True, help="Return once QEMU is up.")
 @click.option(
     "--accel",
-    type=click.Choice(["hvf", "kvm", "tcg"]),
+    type=click.Choice(defaults.ACCELS),
     help="Accelerator (default: hvf on macOS, KVM if usable, else TCG; or AQ_ACCEL).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@json_option
 def start(name: str, timeout: float, no_wait: bool, accel: str | None, as_json: bool) -> None:
     """Boot a VM and wait until it is ready for commands.
 
@@ -44,12 +45,12 @@ def start(name: str, timeout: float, no_wait: bool, accel: str | None, as_json: 
 @click.option(
     "--timeout",
     type=float,
-    default=60,
+    default=defaults.STOP_TIMEOUT,
     show_default=True,
     help="Seconds to wait for the guest to power off before falling back.",
 )
 @click.option("--force", is_flag=True, help="Kill QEMU at once instead of shutting down.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@json_option
 def stop(name: str, timeout: float, force: bool, as_json: bool) -> None:
     """Shut a VM down: ACPI power button, then QMP quit, then kill.
 

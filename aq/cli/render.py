@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from aq.cli.output import iso
+from aq.netspec import DEFAULT_HOST_ADDR
 from aq.units import format_size
 
 if TYPE_CHECKING:
@@ -19,7 +20,7 @@ def ssh_port(vm: Vm) -> int | None:
 
 
 def forward_text(fwd: PortForward) -> str:
-    addr = "" if fwd.host_addr == "127.0.0.1" else f"{fwd.host_addr}:"
+    addr = "" if fwd.host_addr == DEFAULT_HOST_ADDR else f"{fwd.host_addr}:"
     proto = "" if fwd.protocol == "tcp" else f"/{fwd.protocol}"
     return f"{addr}{fwd.host_port}->{fwd.guest_port}{proto}"
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import click
 
-from aq.cli.output import iso, note, print_json, print_table
+from aq import defaults
+from aq.cli.output import iso, json_option, note, print_json, print_table
 from aq.cli.render import VM_HEADERS, forward_text, vm_dict, vm_row
+from aq.units import format_size
 
 
 def _memory(_ctx, _param, value: str) -> int:
@@ -20,13 +22,16 @@ def _size(_ctx, _param, value: str | None) -> int | None:
     return None if value is None else parse_size(value, default_unit="g")
 
 
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
-
-
 @click.command("new")
 @click.argument("name", required=False)
-@click.option("--cpus", type=click.IntRange(1, 64), default=2, show_default=True)
-@click.option("--memory", default="1G", show_default=True, callback=_memory, help="RAM, e.g. 512M.")
+@click.option("--cpus", type=click.IntRange(1, 64), default=defaults.CPUS, show_default=True)
+@click.option(
+    "--memory",
+    default=format_size(defaults.MEMORY_MIB << 20),
+    show_default=True,
+    callback=_memory,
+    help="RAM, e.g. 512M.",
+)
 @click.option(
     "--disk-size", callback=_size, help="Virtual disk size, e.g. 8G (default: the base's)."
 )
@@ -36,7 +41,8 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON f
     "ports",
     multiple=True,
     metavar="[ADDR:]HOST:GUEST[/udp]",
-    help="Forward a host port to the guest; GUEST alone lets aq pick the host port.",
+    help="Forward a host port to the guest; GUEST alone lets aq pick the host port. "
+    "ADDR is IPv4 (QEMU's user network forwards no IPv6 host address).",
 )
 @json_option
 def new(name, cpus, memory, disk_size, ports, as_json) -> None:
@@ -89,7 +95,7 @@ def ls(as_json: bool) -> None:
 @click.argument("name")
 @json_option
 def status(name: str, as_json: bool) -> None:
-    """Show one VM: state, ports, MAC, disk use and backing chain.
+    """Show one VM: state, last boot, ports, MAC, disk use and backing chain.
 
     \b
     aq status guest-1 --json
@@ -155,9 +161,9 @@ def rm(name: str, force: bool) -> None:
     \b
     aq rm guest-1
     """
-    from aq import vm
+    from aq import power
 
-    vm.remove(name, force=force)
+    power.remove(name, force=force)
     note(f"removed {name}")
 
 

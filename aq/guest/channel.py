@@ -50,11 +50,11 @@ from pathlib import Path
 from typing import BinaryIO
 
 from aq.errors import EXEC_FAILURE, AqError, Conflict, GuestTimeout
-from aq.paths import VmFiles, short_socket_path
+from aq.paths import EXEC_STREAMS, VmFiles, short_socket_path
 from aq.safetext import for_terminal
 
 SLOTS = 8
-STREAMS = ("ctl", "out", "err")
+STREAMS = EXEC_STREAMS  # one home: aq.paths names the sockets
 CHUNK = 65536
 FRAME_MAX = 1 << 20  # stdin bytes per frame: each frame costs the guest one dd process
 GATHER = 0.01  # seconds to wait for more stdin before a frame goes out

@@ -7,6 +7,7 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from aq.lifecycle import State
 from aq.store.models import Image
 
 
@@ -67,7 +68,7 @@ def users(session: Session) -> dict[int, list[str]]:
 
     out: dict[int, list[str]] = {}
     rows = session.execute(
-        select(Vm.base_image_id, Vm.name).where(Vm.state != "removed").order_by(Vm.name)
+        select(Vm.base_image_id, Vm.name).where(Vm.state != State.REMOVED).order_by(Vm.name)
     )
     for image_id, name in rows:
         if image_id is not None:
@@ -90,7 +91,7 @@ def forget(session: Session, image: Image) -> None:
 
     session.execute(
         update(Vm)
-        .where(Vm.base_image_id == image.id, Vm.state == "removed")
+        .where(Vm.base_image_id == image.id, Vm.state == State.REMOVED)
         .values(base_image_id=None)
     )
     session.execute(update(Image).where(Image.source_id == image.id).values(source_id=None))

@@ -27,7 +27,6 @@ from aq.qemu.hostinfo import HostInfo, qemu_binary
 from aq.store.db import writing
 from aq.store.models import Image
 
-GUEST_FILES = Path(__file__).resolve().parent.parent / "guest"
 BASE_DISK_SIZE = 2 << 30
 INSTALL_MEMORY_MIB = 1024
 BASE_HOSTNAME = "alpine"
@@ -43,12 +42,8 @@ class Timeouts:
     poweroff: float = 180
 
 
-def base_stem(version: str, arch: str) -> str:
-    return f"alpine-{version}-{arch}-base"
-
-
 def transcript_path(version: str, arch: str) -> Path:
-    return paths.images_dir() / f"{base_stem(version, arch)}.install.log"
+    return paths.base_transcript(version, arch)
 
 
 def _installer_cpus(host: HostInfo) -> int:
@@ -90,7 +85,7 @@ def _converse(con: Console, release: ReleaseInfo, host: HostInfo, t: Timeouts, p
     )
     con.write_file("/tmp/aq/answers", answer_file.encode())
     for name in ("postinstall.sh", "agent-bootstrap.sh", "aq-guest.init"):
-        con.write_file(f"/tmp/aq/{name}", (GUEST_FILES / name).read_bytes(), 0o755)
+        con.write_file(f"/tmp/aq/{name}", (paths.GUEST_FILES / name).read_bytes(), 0o755)
     progress.step(f"installing Alpine {release.version} with setup-alpine")
     token = "setup"
     command = "ERASE_DISKS=/dev/vda setup-alpine -e -f /tmp/aq/answers"
@@ -123,16 +118,16 @@ def install_base(
     timeouts: Timeouts = Timeouts(),
 ) -> Image:
     """Install `release` from `iso_image` onto a new base disk; record and return it."""
-    images = paths.make_private_dir(paths.images_dir())
-    stem = base_stem(release.version, host.arch)
-    final = images / f"{stem}.qcow2"
-    transcript = transcript_path(release.version, host.arch)
-    work = images / f".{stem}.work"
+    paths.make_private_dir(paths.images_dir())
+    final = paths.base_image(release.version, host.arch)
+    transcript = paths.base_transcript(release.version, host.arch)
+    work = paths.base_workdir(release.version, host.arch)
     shutil.rmtree(work, ignore_errors=True)
     paths.make_private_dir(work)
+    files = paths.VmFiles(work)  # the installer's QEMU keeps its files as a VM's do
     transcript.unlink(missing_ok=True)
     try:
-        target = work / "disk.qcow2"
+        target = files.disk
         img.create_blank(target, BASE_DISK_SIZE)
         tty = cmdline.serial_device(host.arch)
         kernel, initrd, args = iso.extract_boot(Path(iso_image.path), work, host.arch, tty)
@@ -142,8 +137,8 @@ def install_base(
             memory_mib=INSTALL_MEMORY_MIB,
             disks=[(target, "qcow2")],
             sockets=cmdline.Sockets(
-                console=Path(paths.short_socket_path(work / "console.sock")),
-                console_log=work / "console.log",
+                console=Path(paths.short_socket_path(files.console)),
+                console_log=files.console_log,
             ),
             cdrom=Path(iso_image.path),
             kernel=kernel,
@@ -153,17 +148,17 @@ def install_base(
         )
         argv = cmdline.build(spec, host)
         argv[0] = qemu_binary(host.arch)
-        paths.write_private(work / "qemu.cmdline", " ".join(argv) + "\n")
-        proc = _start_qemu(argv, work / "qemu.stderr")
+        paths.write_private(files.cmdline, " ".join(argv) + "\n")
+        proc = _start_qemu(argv, files.stderr)
 
         def why_dead() -> str | None:
             if proc.poll() is None:
                 return None
-            said = (work / "qemu.stderr").read_text(errors="replace").strip()
+            said = files.stderr.read_text(errors="replace").strip()
             return f"QEMU exited (status {proc.returncode}): {said or 'no message'}"
 
         try:
-            with Console.connect(work / "console.sock", transcript, why_dead=why_dead) as con:
+            with Console.connect(files.console, transcript, why_dead=why_dead) as con:
                 _converse(con, release, host, timeouts, progress)
                 # Stay connected while it shuts down: the transcript gets the whole story.
                 con.drain(timeouts.poweroff, lambda: proc.poll() is not None)
@@ -176,14 +171,14 @@ def install_base(
                 ) from None
         except ConsoleError as err:
             if proc.poll() is not None:
-                stderr = (work / "qemu.stderr").read_text(errors="replace").strip()
+                stderr = files.stderr.read_text(errors="replace").strip()
                 if stderr:
                     err.message += f"\nQEMU said: {stderr.splitlines()[-1]}"
             raise
         finally:
             _stop_qemu(proc)
         if code != 0:
-            stderr = (work / "qemu.stderr").read_text(errors="replace").strip()
+            stderr = files.stderr.read_text(errors="replace").strip()
             raise AqError(f"QEMU exited with status {code} during the install: {stderr}")
         progress.step("recording the base image")
         digest = sha256_file(target)

@@ -65,7 +65,7 @@ def _delete_files(image_paths: list[str]) -> None:
             continue
         path.unlink(missing_ok=True)
         if path.suffix == ".qcow2":
-            path.with_name(path.stem + ".install.log").unlink(missing_ok=True)
+            paths.transcript_of(path).unlink(missing_ok=True)
 
 
 def prune() -> list[ImageRow]:

@@ -31,7 +31,7 @@ from aq.safetext import for_terminal
 
 PROBE_TIMEOUT = 15.0  # seconds; SeaBIOS alone took 4.7 s under this host's nested KVM
 PROBE_OK = (0x2A << 1) | 1  # isa-debug-exit turns the guest's 0x2a into QEMU status 85
-CACHE_NAME = "accel-probe.json"
+CACHE_NAME = paths.ACCEL_CACHE
 
 # GNU as: `as --64 -o p.o p.S && objcopy -O binary -j .text p.o p.bin` gives PROBE_IMAGE.
 # A multiboot image (a.out kludge) that QEMU's -kernel loads at 1 MiB and enters in
@@ -175,7 +175,7 @@ def cache_key(binary: str, accel: str) -> str:
 
 
 def _cache_file() -> Path:
-    return paths.home() / CACHE_NAME
+    return paths.accel_cache()
 
 
 def _load() -> dict:

@@ -18,9 +18,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from aq.paths import EXEC_STREAMS
 from aq.qemu.hostinfo import HostInfo
-
-EXEC_STREAMS = ("ctl", "out", "err")
 
 
 @dataclass(frozen=True)

@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from aq import host
+from aq import defaults, host
 from aq.errors import AqError, InvalidInput
 from aq.qemu import accel as probing
 
-ACCELERATORS = ("hvf", "kvm", "tcg")
+ACCELERATORS = defaults.ACCELS
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,21 @@ def is_alive(ident: Identity | None, pidfile: Path | None = None) -> bool:
         return False
 
 
+def from_pidfile(pidfile: Path) -> Identity | None:
+    """The live QEMU that wrote `pidfile`, found before aq recorded its pid, or None.
+
+    QEMU writes its pid file as soon as it daemonizes; an aq killed before recording
+    that pid leaves the file as the only trace. The process counts only if its
+    command line names this very pid file (a reused pid does not).
+    """
+    try:
+        pid = int(pidfile.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    ident = identity(pid)
+    return ident if is_alive(ident, pidfile) else None
+
+
 def wait_gone(ident: Identity, timeout: float, pidfile: Path | None = None) -> bool:
     """Wait until the process has exited; whether it did within `timeout`."""
     deadline = time.monotonic() + timeout
@@ -94,6 +109,9 @@ def launch(argv: list[str], pidfile: Path, cmdline_file: Path, stderr_file: Path
     this returns the QMP and console sockets exist. The command line and QEMU's own
     stderr are kept in the VM's folder for diagnosis.
     """
+    running = from_pidfile(pidfile)
+    if running is not None:  # read before deleting: never lose track of a live QEMU
+        raise LaunchError(f"a QEMU of this VM is already running (pid {running.pid})", "")
     pidfile.unlink(missing_ok=True)
     write_private(cmdline_file, " ".join(_quote(a) for a in argv) + "\n")
     with open_private(stderr_file) as err:

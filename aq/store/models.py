@@ -24,8 +24,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-STATE_NAMES = ("created", "booting", "running", "stopping", "stopped", "removed")
-
 
 def utcnow() -> datetime:
     """Now in UTC, naive, with microseconds: how every time is stored."""

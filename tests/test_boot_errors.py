@@ -1,0 +1,83 @@
+"""A guest not ready in time is GuestTimeout (exit 8), chosen by what happened.
+
+QEMU is a fake: a sleeping process whose command line names the VM's pid file (what
+process.is_alive checks), and the command channel never answers. Its sibling case,
+QEMU itself not starting in time (exit 1), is in tests/test_bracket.py.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+from sqlalchemy import select
+
+from aq import paths, power, vm
+from aq.errors import GuestTimeout
+from aq.guest import channel
+from aq.qemu import process
+from aq.store.db import reading
+from aq.store.models import Event
+
+
+def _last_event(vm_id: int) -> tuple[str, str | None]:
+    with reading() as session:
+        last = session.scalars(
+            select(Event).where(Event.vm_id == vm_id).order_by(Event.id.desc())
+        ).first()
+        return last.event, last.detail
+
+
+@pytest.fixture
+def silent_guest(base_image, monkeypatch):
+    """A VM whose 'QEMU' runs but whose guest never answers; yields (vm, fakes, console)."""
+    made = vm.create(vm.NewVm(name="mute"), base_image)
+    files = paths.vm_files("mute")
+    spawned: list[subprocess.Popen] = []
+    console: list[bytes] = [b""]
+
+    def fake_launch(argv, pidfile, *rest):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", "import time; time.sleep(60)", str(pidfile)],
+            stdin=subprocess.DEVNULL,
+        )
+        spawned.append(proc)
+        pidfile.write_text(f"{proc.pid}\n")
+        with files.console_log.open("ab") as log:  # after start took its offset
+            log.write(console[0])
+        deadline = time.monotonic() + 10
+        while (ident := process.from_pidfile(pidfile)) is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        return ident
+
+    monkeypatch.setattr(process, "launch", fake_launch)
+    monkeypatch.setattr(channel, "ping", lambda files, timeout: False)
+    try:
+        yield made, spawned, console
+    finally:
+        for proc in spawned:
+            proc.kill()
+            proc.wait(10)
+
+
+def test_guest_not_ready_in_time_is_a_guest_timeout(silent_guest) -> None:
+    made, spawned, _ = silent_guest
+    with pytest.raises(GuestTimeout) as caught:
+        power.start("mute", timeout=1, accel="tcg")
+    assert caught.value.exit_code == 8
+    assert caught.value.message.startswith("the guest was not ready within 1s (no login prompt)")
+    assert _last_event(made.id) == ("abort", "the guest was not ready within 1s (no login prompt)")
+    assert spawned[0].wait(10) is not None  # the bracket's undo killed this boot's QEMU
+    assert vm.get("mute").state == "stopped"
+
+
+def test_a_login_prompt_without_a_channel_says_so(silent_guest) -> None:
+    _, _, console = silent_guest
+    console[0] = b"Welcome to Alpine Linux\r\nmute login: "
+    with pytest.raises(GuestTimeout) as caught:
+        power.start("mute", timeout=1, accel="tcg")
+    assert "(the command channel did not answer)" in caught.value.message
+    assert "mute login:" in caught.value.message  # the console's last lines are shown
