@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from aq.guest import channel
+from aq.guest import channel, wire
 from tests.test_channel import FakeGuest, _accept_session, _read_line
 
 
@@ -65,13 +65,13 @@ def test_a_long_line_reader_scans_each_byte_once(aq_home: Path) -> None:
     """Many small reads of one long line: linear, not quadratic (a 4 KiB line in 1-byte
     recvs, then lines split over reads still come out whole)."""
     left, right = socket.socketpair()
-    reader = channel._LineReader(right)
+    reader = wire.LineReader(right)
     for piece in (b"R 0", b" 1", b"2 3\nP ab", b"c\n"):
         left.sendall(piece)
         reader.feed()
     assert list(reader.lines()) == ["R 0 12 3", "P abc"]
-    left.sendall(b"y" * (channel.LINE_MAX + 1))
-    while len(reader.buffer) <= channel.LINE_MAX:
+    left.sendall(b"y" * (wire.LINE_MAX + 1))
+    while len(reader.buffer) <= wire.LINE_MAX:
         reader.feed()
     with pytest.raises(channel.ChannelError):
         list(reader.lines())
@@ -94,7 +94,7 @@ def test_capture_is_bounded(aq_home: Path) -> None:
 
 
 def test_garbage_before_the_session_marker_is_bounded(aq_home: Path, monkeypatch) -> None:
-    monkeypatch.setattr(channel, "STALE_MAX", 1 << 20)
+    monkeypatch.setattr(wire, "STALE_MAX", 1 << 20)
 
     def agent(conns: dict[str, socket.socket]) -> None:
         _read_line(conns["ctl"])

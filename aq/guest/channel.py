@@ -23,22 +23,18 @@ and "P <nonce>" is answered with "P <nonce>" (readiness). Stdout and stderr stay
 so output is binary-safe and streams as it comes; the counts tell the host when both
 streams are complete. If the host goes away, the agent kills the command.
 
-The guest is not trusted: control lines longer than LINE_MAX, output before a
-session's marker beyond STALE_MAX, and `capture` output beyond its `limit` are errors,
-so a hostile guest cannot make aq grow without bound; the guest's reasons are made safe
-to print.
+The guest is not trusted: what it sends is parsed and bounded by aq.guest.wire, so a
+hostile guest cannot make aq grow without bound; its reasons are made safe to print.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import io
 import os
 import secrets
 import select
 import selectors
-import shlex
 import signal
 import socket
 import stat
@@ -49,32 +45,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from aq.errors import EXEC_FAILURE, AqError, Conflict, GuestTimeout
+from aq.errors import Conflict, GuestTimeout
+from aq.guest.wire import (
+    CAPTURE_MAX,
+    CHUNK,
+    AgentFailed,
+    Bounded,
+    ChannelError,
+    LineReader,
+    Stream,
+    command_line,
+)
 from aq.paths import EXEC_STREAMS, VmFiles, short_socket_path
 from aq.safetext import for_terminal
 
 SLOTS = 8
 STREAMS = EXEC_STREAMS  # one home: aq.paths names the sockets
-CHUNK = 65536
 FRAME_MAX = 1 << 20  # stdin bytes per frame: each frame costs the guest one dd process
 GATHER = 0.01  # seconds to wait for more stdin before a frame goes out
 TIMEOUT_EXIT = 124  # as timeout(1) does
 START_REPEAT = 1.0  # seconds between repeats of an unanswered session start
 START_WAIT = 120.0  # seconds before an unanswered session start is an error
-LINE_MAX = 4096  # bytes of one control line from the guest
-STALE_MAX = 16 << 20  # bytes skipped on a stream before this session's marker
-CAPTURE_MAX = 1 << 20  # default bound of what `capture` collects per stream
-
-
-class ChannelError(AqError):
-    """The command channel failed (the VM stopped, or the agent is not there)."""
-
-
-class AgentFailed(ChannelError):
-    """The guest's agent could not start the command (no work folder, no shell): exit
-    255 from every command, as from aq exec, so scripts tell it from their own failures."""
-
-    exit_code = EXEC_FAILURE
 
 
 @dataclass
@@ -152,42 +143,6 @@ def slot(files: VmFiles, wait: float = 60.0) -> Iterator[Slot]:
         held.close()
 
 
-class _LineReader:
-    """Control lines from the guest; each byte is scanned once, a line is at most LINE_MAX."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.buffer = bytearray()
-        self.scanned = 0  # no newline in buffer[:scanned]
-
-    def feed(self) -> bool:
-        data = self.sock.recv(CHUNK)
-        self.buffer += data
-        return bool(data)
-
-    def lines(self) -> Iterator[str]:
-        while True:
-            end = self.buffer.find(b"\n", self.scanned)
-            if end < 0:
-                self.scanned = len(self.buffer)
-                if self.scanned > LINE_MAX:
-                    raise ChannelError(
-                        f"the guest sent a control line longer than {LINE_MAX} bytes",
-                        hint="the guest agent is broken or hostile; restart the VM",
-                    )
-                return
-            if end > LINE_MAX:
-                self.scanned = end
-                raise ChannelError(
-                    f"the guest sent a control line longer than {LINE_MAX} bytes",
-                    hint="the guest agent is broken or hostile; restart the VM",
-                )
-            line = bytes(self.buffer[:end])
-            del self.buffer[: end + 1]
-            self.scanned = 0
-            yield line.decode(errors="replace").strip()
-
-
 def ping(files: VmFiles, timeout: float = 5.0, slot_number: int = 0) -> bool:
     """Whether the agent answers on a slot's control socket within `timeout`."""
     try:
@@ -195,7 +150,7 @@ def ping(files: VmFiles, timeout: float = 5.0, slot_number: int = 0) -> bool:
     except ChannelError:
         return False
     nonce = secrets.token_hex(8)
-    reader = _LineReader(sock)
+    reader = LineReader(sock)
     deadline = time.monotonic() + timeout
     try:
         sock.sendall(f"P {nonce}\n".encode())
@@ -215,59 +170,10 @@ def ping(files: VmFiles, timeout: float = 5.0, slot_number: int = 0) -> bool:
         sock.close()
 
 
-class _Stream:
-    """A guest output stream: skip to this session's marker, then count bytes out."""
-
-    def __init__(self, sock: socket.socket, sink: BinaryIO, marker: bytes) -> None:
-        self.sock = sock
-        self.sink = sink
-        self.marker = marker
-        self.synced = False
-        self.pending = b""
-        self.skipped = 0
-        self.received = 0
-        self.expected: int | None = None
-        self.closed = False
-
-    def on_readable(self) -> None:
-        data = self.sock.recv(CHUNK)
-        if not data:
-            self.closed = True
-            return
-        if not self.synced:
-            self.skipped += len(data)
-            self.pending += data
-            index = self.pending.find(self.marker)
-            if index < 0:
-                if self.skipped > STALE_MAX:
-                    raise ChannelError(
-                        f"the guest sent over {STALE_MAX >> 20} MiB before the session began",
-                        hint="the guest agent is broken or hostile; restart the VM",
-                    )
-                self.pending = self.pending[-len(self.marker) :]
-                return
-            data = self.pending[index + len(self.marker) :]
-            self.pending = b""
-            self.synced = True
-        if data:
-            self.received += len(data)
-            self.sink.write(data)
-            self.sink.flush()
-
-    @property
-    def complete(self) -> bool:
-        return self.expected is not None and self.received >= self.expected
-
-
 def _never_blocks(stream: BinaryIO) -> bool:
     """Regular files and devices such as /dev/null: always readable, and epoll refuses them."""
     mode = os.fstat(stream.fileno()).st_mode
     return stat.S_ISREG(mode) or stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
-
-
-def command_line(argv: Sequence[str]) -> bytes:
-    """argv as one POSIX shell line whose words are exactly argv (no re-interpretation)."""
-    return " ".join(shlex.quote(arg) for arg in argv).encode("utf-8", "surrogateescape")
 
 
 @dataclass
@@ -286,9 +192,9 @@ class _Session:
         self.options = options
         self.nonce = secrets.token_hex(8)
         marker = f"AQ{self.nonce}\n".encode()
-        self.out = _Stream(held.out, options.stdout, marker)
-        self.err = _Stream(held.err, options.stderr, marker)
-        self.ctl = _LineReader(held.ctl)
+        self.out = Stream(held.out, options.stdout, marker)
+        self.err = Stream(held.err, options.stderr, marker)
+        self.ctl = LineReader(held.ctl)
         self.outgoing = b""
         self.started = False
         self.status: int | None = None
@@ -468,22 +374,6 @@ def run(files: VmFiles, argv: Sequence[str], options: ExecOptions) -> int:
             signal.signal(signal.SIGTERM, previous_term)
 
 
-class _Bounded(io.BytesIO):
-    """A capture buffer that refuses to grow past `limit` bytes."""
-
-    def __init__(self, limit: int) -> None:
-        super().__init__()
-        self.limit = limit
-
-    def write(self, data) -> int:  # type: ignore[override]
-        if self.tell() + len(data) > self.limit:
-            raise ChannelError(
-                f"the guest command's output exceeded {self.limit} bytes",
-                hint="aq collects only small outputs here; the guest may be hostile",
-            )
-        return super().write(data)
-
-
 def capture(
     files: VmFiles,
     argv: Sequence[str],
@@ -495,7 +385,7 @@ def capture(
     at most `limit` bytes, or ChannelError)."""
     import tempfile
 
-    out, err = _Bounded(limit), _Bounded(limit)
+    out, err = Bounded(limit), Bounded(limit)
     with tempfile.TemporaryFile() as source:
         source.write(stdin or b"")
         source.seek(0)
