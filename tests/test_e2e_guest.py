@@ -364,33 +364,36 @@ def test_cp_from_a_guest_whose_tar_is_hostile_changes_nothing(
     assert os.listdir(dest) == []
 
 
-def test_exec_fails_fast_when_the_guest_cannot_start_a_command(installed, shared_vm) -> None:
-    """Read-only tmpfs over /tmp, /run and /dev/shm: the agent has no work folder. A
-    detached job in the guest undoes the mounts after 20 s, for the tests that follow."""
-    script = (
-        "setsid sh -c 'sleep 20; for d in /dev/shm /run /tmp; do "
-        'grep -q "^aqblock $d " /proc/mounts && umount -l $d; done\' '
-        "</dev/null >/dev/null 2>&1 &\n"
-        "for d in /tmp /run /dev/shm; do "
-        "[ -d $d ] && mount -t tmpfs -o ro,size=16k aqblock $d || :; done\n"
-    )
-    installed.sh(shared_vm, script)
+def test_exec_fails_fast_when_the_guest_cannot_start_a_command(installed) -> None:
+    """Read-only tmpfs over /tmp, /run and /dev/shm: the agent has no work folder.
+
+    This runs on a VM of its own, not the shared one: after the mounts are undone, the
+    agent has been seen to take minutes to answer again (an open question, see the
+    issue note), and the tests that follow must not pay for it.
+    """
+    from tests.conftest import VM_CPUS
+
+    name = "roomless"
+    installed.aq("new", name, "--cpus", VM_CPUS)
     try:
+        installed.aq("start", name, "--timeout", "600")
+        script = (
+            "setsid sh -c 'sleep 20; for d in /dev/shm /run /tmp; do "
+            'grep -q "^aqblock $d " /proc/mounts && umount -l $d; done\' '
+            "</dev/null >/dev/null 2>&1 &\n"
+            "for d in /tmp /run /dev/shm; do "
+            "[ -d $d ] && mount -t tmpfs -o ro,size=16k aqblock $d || :; done\n"
+        )
+        installed.sh(name, script)
         started = time.monotonic()
-        result = installed.aq("exec", shared_vm, "--", "true", check=False, timeout=120)
+        result = installed.aq("exec", name, "--", "true", check=False, timeout=120)
         elapsed = time.monotonic() - started
         assert result.returncode == 255, result
         assert "could not start the command" in result.stderr, result.stderr
         assert "/tmp" in result.stderr and result.stderr.count("\n") == 1
         assert elapsed < 15, elapsed
-        copied = installed.aq(
-            "cp", f"{shared_vm}:/etc/hostname", "/nonexistent-aq-dir/x", check=False
-        )
+        copied = installed.aq("cp", f"{name}:/etc/hostname", "/nonexistent-aq-dir/x", check=False)
         assert copied.returncode == 255 and "could not start" in copied.stderr, copied
     finally:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            if installed.aq("exec", shared_vm, "--", "true", check=False).returncode == 0:
-                break
-            time.sleep(3)
-    assert installed.aq("exec", shared_vm, "--", "true", check=False).returncode == 0
+        installed.aq("stop", name, "--force", check=False)
+        installed.aq("rm", name, check=False)
