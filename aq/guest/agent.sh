@@ -63,14 +63,13 @@ feed() {
 }
 
 launch() {
-	# The feeder writes its pid as it starts: read it before the command runs (waiting
-	# at most 5 s), so it can be stopped afterwards even if the work folder is gone by
-	# then (say, the command mounted over /tmp).
-	n=0
-	until [ -s "$dir/feeder" ] || [ "$n" -ge 100 ]; do
-		sleep 0.05
-		n=$((n + 1))
-	done
+	# The feeder writes its pid as it starts: read it before the command runs, so it
+	# can be stopped afterwards even if the work folder is gone by then (say, the
+	# command mounted over /tmp). Wait as long as it takes: the feeder is the other
+	# half of this pipeline and always writes it, and a feeder left running would
+	# read the next session's control lines (under TCG a busy guest can take longer
+	# than any fixed cap to schedule it).
+	until [ -s "$dir/feeder" ]; do sleep 0.05; done
 	feeder=$(cat "$dir/feeder" 2>/dev/null)
 	# The command, in a session and process group of its own, from /root.
 	sh -c 'echo $$ >"$2/pid"; cd /root && exec setsid sh -c "$1"' sh "$1" "$dir" \
