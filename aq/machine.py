@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from aq import paths
+from aq.bootcopy import Copy
 from aq.guest.channel import SLOTS
 from aq.paths import VmFiles, short_socket_path
 from aq.qemu import cmdline
@@ -16,8 +17,10 @@ def _sock(path: Path) -> Path:
     return Path(short_socket_path(path))
 
 
-def spec(vm: Vm, files: VmFiles) -> cmdline.MachineSpec:
-    """What QEMU runs for `vm`: its disk, MAC, forwards, console, QMP and exec channel."""
+def spec(vm: Vm, files: VmFiles, boot: Copy | None = None) -> cmdline.MachineSpec:
+    """What QEMU runs for `vm`: its disk, MAC, forwards, console, QMP and exec channel;
+    with `boot`, its own kernel directly instead of through the firmware."""
+    kernel, initrd = boot.files(files) if boot is not None else (None, None)
     return cmdline.MachineSpec(
         name=vm.name,
         cpus=vm.cpus,
@@ -38,6 +41,9 @@ def spec(vm: Vm, files: VmFiles) -> cmdline.MachineSpec:
             cmdline.Forward(f.protocol, f.host_addr, f.host_port, f.guest_port) for f in vm.forwards
         ],
         daemonize=True,
+        kernel=kernel,
+        initrd=initrd,
+        append=boot.append if boot is not None else "",
         extra=(
             "-fw_cfg",
             f"name=opt/aq/boot,file={files.fw_boot}",
@@ -47,8 +53,8 @@ def spec(vm: Vm, files: VmFiles) -> cmdline.MachineSpec:
     )
 
 
-def argv(vm: Vm, files: VmFiles, host: HostInfo) -> list[str]:
-    return cmdline.build(spec(vm, files), host)
+def argv(vm: Vm, files: VmFiles, host: HostInfo, boot: Copy | None = None) -> list[str]:
+    return cmdline.build(spec(vm, files, boot), host)
 
 
 def write_guest_files(vm: Vm, files: VmFiles) -> None:

@@ -241,6 +241,11 @@ class VmFiles:
         return self.root / "guest-agent.sh"
 
     @property
+    def boot_copy(self) -> Path:
+        """The VM's own kernel, initramfs and command line, for direct boot (aq.bootcopy)."""
+        return self.root / "boot"
+
+    @property
     def known_hosts(self) -> Path:
         return self.root / "known_hosts"
 

@@ -15,7 +15,7 @@ import os
 import re
 import time
 
-from aq import alloc, boottime, defaults, lifecycle, machine, paths, reconcile
+from aq import alloc, bootcopy, boottime, defaults, lifecycle, machine, paths, reconcile
 from aq.console.expect import transcript_tail
 from aq.errors import AqError, Conflict, GuestTimeout, WrongState
 from aq.guest import channel
@@ -52,7 +52,7 @@ def _ensure_ports(session, vm: Vm) -> list[str]:
     return notes
 
 
-def _begin_start(name: str, host: HostInfo) -> Vm:
+def _begin_start(name: str, host: HostInfo, boot_note: str) -> Vm:
     """booting, in one transaction: state checked, ports settled, owner recorded."""
     with writing() as session:
         vm = find(session, name)
@@ -64,7 +64,7 @@ def _begin_start(name: str, host: HostInfo) -> Vm:
             )
         notes = _ensure_ports(session, vm)
         session.flush()
-        detail = f"accel {host.accel}" + ("; " + "; ".join(notes) if notes else "")
+        detail = "; ".join([f"accel {host.accel}", boot_note, *notes])
         vm = lifecycle.transition(
             session,
             vm.id,
@@ -172,16 +172,18 @@ def start(
     reconcile.reconcile(name)
     host = detect(accel)
     binary = qemu_binary(host.arch)
-    vm = _begin_start(name, host)
+    files = paths.vm_files(name)
+    boot, why = bootcopy.usable(files)
+    vm = _begin_start(name, host, "direct kernel boot" if boot else f"firmware boot ({why})")
     if vm.state == State.RUNNING:
         return Outcome(vm, False, f"{name} is already running")
-    files = paths.vm_files(name)
     before = process.from_pidfile(files.pidfile)
     undo = lambda: _kill_launched(files, before)  # noqa: E731
     try:
         with bracket(vm.id, State.BOOTING, "abort", undo, "start") as move:
             machine.write_guest_files(vm, files)
-            argv = machine.argv(vm, files, host)
+            bootcopy.invalidate(files)  # the guest may change its kernel from now on
+            argv = machine.argv(vm, files, host, boot)
             argv[0] = binary
             offset = _console_offset(files)
             launched = time.monotonic()  # boot-time hook (aq.boottime)

@@ -29,6 +29,7 @@ LAYERS: dict[str, int] = {
     "aq.reconcile": 2,  # records: the store made true
     "aq.lifecycle": 2,
     "aq.boottime": 2,
+    "aq.bootcopy": 2,  # the VM's own kernel, kept for direct boot
     "aq.alloc": 2,
     "aq.config": 1,  # settings kept in the store
     "aq.store": 1,

@@ -1,0 +1,215 @@
+"""The host's copy of a VM's own kernel, initramfs and command line, for direct boot.
+
+Booting the kernel directly (-kernel/-initrd/-append) skips the firmware and the
+bootloader reading the kernel through the BIOS (9-34 s under TCG). It must boot what
+the guest's bootloader would boot, so aq keeps a copy in the VM's folder and trusts it
+only when it is known to be current:
+
+  - `aq stop` asks the guest, before pressing the power button, what its bootloader
+    boots (aq.guest.bootconfig) and the sha256 of those files; when they differ from
+    the copy, the files are fetched over the command channel. Only then is the copy
+    marked current.
+  - every start clears the mark before QEMU runs: from then on the guest may upgrade
+    its kernel or change its command line, and only the next clean stop can tell.
+
+So a VM that crashed, was killed, powered itself off or was never stopped by aq boots
+through the firmware next time (what it would have booted anyway), and the history
+says why. The guest is not trusted: every answer is bounded in size and time, and the
+files only ever land under the VM's own folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from aq import paths
+from aq.errors import AqError
+from aq.guest import bootconfig, channel
+from aq.guest.wire import Bounded, ChannelError
+from aq.paths import VmFiles
+
+KERNEL_MAX = 128 << 20
+INITRD_MAX = 512 << 20
+STEP_TIMEOUT = 60.0  # seconds for each guest command while refreshing
+_SHA_LINE = re.compile(r"^([0-9a-f]{64})  (/\S+)$")
+
+
+@dataclass(frozen=True)
+class Copy:
+    """A copy on the host, as recorded in boot.json."""
+
+    config: str  # the bootloader configuration it came from, in the guest
+    kernel: str  # guest paths
+    initrds: list[str]
+    append: str
+    kernel_sha256: str
+    initrd_sha256: str  # of the initramfs files concatenated, as QEMU loads them
+    current: bool
+
+    def files(self, files: VmFiles) -> tuple[Path, Path | None]:
+        folder = files.boot_copy
+        return folder / "kernel", (folder / "initrd") if self.initrds else None
+
+
+def _record(files: VmFiles) -> Path:
+    return files.boot_copy / "boot.json"
+
+
+def load(files: VmFiles) -> Copy | None:
+    try:
+        data = json.loads(_record(files).read_text())
+        return Copy(**data)
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def _save(files: VmFiles, copy: Copy) -> None:
+    record = _record(files)
+    temp = record.with_suffix(".tmp")
+    paths.write_private(temp, json.dumps(asdict(copy)))
+    temp.replace(record)
+
+
+def usable(files: VmFiles) -> tuple[Copy | None, str]:
+    """The copy to boot directly, or None and why the firmware must boot instead."""
+    copy = load(files)
+    if copy is None:
+        return None, "no copy of its kernel yet"
+    if not copy.current:
+        return None, "kernel copy stale: the last stop was not a clean `aq stop`"
+    kernel, initrd = copy.files(files)
+    if not kernel.is_file() or (initrd is not None and not initrd.is_file()):
+        return None, "kernel copy missing"
+    return copy, ""
+
+
+def invalidate(files: VmFiles) -> None:
+    """Before QEMU runs: the guest may change its boot files from now on."""
+    copy = load(files)
+    if copy is not None and copy.current:
+        _save(files, Copy(**{**asdict(copy), "current": False}))
+
+
+def _guest_text(files: VmFiles, argv: list[str], limit: int) -> tuple[int, str]:
+    status, out, _ = channel.capture(files, argv, timeout=STEP_TIMEOUT, limit=limit)
+    return status, out.decode(errors="replace")
+
+
+def _find_config(files: VmFiles, arch: str) -> tuple[str, str]:
+    for config in bootconfig.CONFIGS.get(arch, bootconfig.CONFIGS["x86_64"]):
+        status, text = _guest_text(
+            files, ["head", "-c", str(bootconfig.CONFIG_MAX + 1), config], bootconfig.CONFIG_MAX + 1
+        )
+        if status == 0:
+            return config, text
+    raise bootconfig.Unsupported("the guest has no bootloader configuration aq can read")
+
+
+def _hashes(files: VmFiles, config: str, entry: bootconfig.BootEntry) -> dict[str, tuple[str, str]]:
+    """{bootloader path: (guest path, sha256)} for the entry's files, as found now."""
+    wanted = {p: bootconfig.candidates(config, p) for p in (entry.kernel, *entry.initrds)}
+    every = sorted({c for found in wanted.values() for c in found})
+    _, text = _guest_text(files, ["sha256sum", *every], 64 << 10)
+    seen = {}
+    for line in text.splitlines():
+        match = _SHA_LINE.match(line)
+        if match:
+            seen[match.group(2)] = match.group(1)
+    result = {}
+    for name, options in wanted.items():
+        path = next((c for c in options if c in seen), None)
+        if path is None:
+            raise bootconfig.Unsupported(f"the guest's bootloader names {name}, which is missing")
+        result[name] = (path, seen[path])
+    return result
+
+
+class _BoundedFile:
+    """Writes to a file, refusing to grow past `limit` (the guest may be hostile)."""
+
+    def __init__(self, handle, limit: int) -> None:
+        self.handle, self.limit, self.size = handle, limit, 0
+        self.digest = hashlib.sha256()
+
+    def write(self, data) -> int:
+        self.size += len(data)
+        if self.size > self.limit:
+            raise ChannelError(f"a boot file exceeded {self.limit} bytes", hint="")
+        self.digest.update(data)
+        return self.handle.write(data)
+
+    def flush(self) -> None:
+        self.handle.flush()
+
+    def fileno(self) -> int:
+        return self.handle.fileno()
+
+
+def _fetch(files: VmFiles, guest_paths: list[str], target: Path, limit: int, sha: str) -> None:
+    """Concatenate the guest files into `target`, only if what came has sha256 `sha`."""
+    temp = target.with_suffix(".part")
+    try:
+        with paths.open_private(temp) as handle:
+            sink = _BoundedFile(handle, limit)
+            status = channel.run(
+                files,
+                ["cat", *guest_paths],
+                channel.ExecOptions(None, sink, Bounded(4096), timeout=STEP_TIMEOUT * 4),
+            )
+        if status != 0:
+            raise bootconfig.Unsupported(f"could not read {' '.join(guest_paths)} in the guest")
+        if sink.digest.hexdigest() != sha:
+            raise bootconfig.Unsupported(f"{guest_paths[0]} changed while it was read")
+        temp.replace(target)
+    finally:
+        temp.unlink(missing_ok=True)
+
+
+def _concat_sha(files: VmFiles, guest_paths: list[str]) -> str:
+    """sha256 of several guest files concatenated (what QEMU's -initrd gets)."""
+    if len(guest_paths) == 1:
+        return ""
+    _, text = _guest_text(files, ["sh", "-c", 'cat "$@" | sha256sum', "sh", *guest_paths], 4096)
+    return text.split(" ")[0].strip()
+
+
+def refresh(files: VmFiles, arch: str) -> str:
+    """Make the copy current from the running guest; what happened, for the history."""
+    started = time.monotonic()
+    try:
+        config, text = _find_config(files, arch)
+        entry = bootconfig.parse(config, text)
+        found = _hashes(files, config, entry)
+    except (bootconfig.Unsupported, AqError) as err:
+        return f"kernel copy not refreshed: {getattr(err, 'message', None) or err}"
+    kernel_path, kernel_sha = found[entry.kernel]
+    initrd_paths = [found[p][0] for p in entry.initrds]
+    initrd_sha = found[entry.initrds[0]][1] if len(initrd_paths) == 1 else ""
+    old = load(files)
+    fetched = []
+    try:
+        paths.make_private_dir(files.boot_copy)
+        if not initrd_sha and initrd_paths:
+            initrd_sha = _concat_sha(files, initrd_paths)
+        kernel_file = files.boot_copy / "kernel"
+        if old is None or old.kernel_sha256 != kernel_sha or not kernel_file.is_file():
+            _fetch(files, [kernel_path], kernel_file, KERNEL_MAX, kernel_sha)
+            fetched.append("kernel")
+        initrd_file = files.boot_copy / "initrd"
+        if initrd_paths and (
+            old is None or old.initrd_sha256 != initrd_sha or not initrd_file.is_file()
+        ):
+            _fetch(files, initrd_paths, initrd_file, INITRD_MAX, initrd_sha)
+            fetched.append("initramfs")
+    except (bootconfig.Unsupported, AqError, OSError) as err:
+        return f"kernel copy not refreshed: {getattr(err, 'message', None) or err}"
+    copy = Copy(config, kernel_path, initrd_paths, entry.append, kernel_sha, initrd_sha, True)
+    _save(files, copy)
+    took = time.monotonic() - started
+    what = f"fetched {' and '.join(fetched)}" if fetched else "unchanged"
+    return f"kernel copy current ({what}, {took:.1f} s)"
