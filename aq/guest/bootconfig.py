@@ -38,6 +38,12 @@ class BootEntry:
     append: str
 
 
+def _split(line: str) -> tuple[str, str]:
+    """The first word and the rest (either may be empty); tabs count as spaces."""
+    word, *rest = line.split(None, 1)
+    return word, rest[0] if rest else ""
+
+
 def _path(value: str) -> str:
     if not value or len(value) > PATH_MAX or any(ord(c) < 32 for c in value):
         raise Unsupported(f"unusable boot file name {value[:40]!r}")
@@ -59,7 +65,7 @@ def parse_extlinux(text: str) -> BootEntry:
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
-        word, rest = (line.split(None, 1) + [""])[:2]
+        word, rest = _split(line)
         key, rest = word.upper(), rest.strip()
         if key == "LABEL":
             current = {"label": rest}
@@ -134,9 +140,9 @@ def parse_grub(text: str) -> BootEntry:
         lines = next((b for title, b in entries if title == default), entries[0][1])
     kernel, append, initrds = None, "", []
     for line in lines:
-        word, rest = (line.split(None, 1) + [""])[:2]
+        word, rest = _split(line)
         if word in ("linux", "linuxefi"):
-            kernel, append = (rest.split(None, 1) + [""])[:2]
+            kernel, append = _split(rest)
         elif word in ("initrd", "initrdefi"):
             initrds = rest.split()
     if kernel is None:
