@@ -17,9 +17,14 @@ def _sock(path: Path) -> Path:
     return Path(short_socket_path(path))
 
 
-def spec(vm: Vm, files: VmFiles, boot: Copy | None = None) -> cmdline.MachineSpec:
-    """What QEMU runs for `vm`: its disk, MAC, forwards, console, QMP and exec channel;
-    with `boot`, its own kernel directly instead of through the firmware."""
+BOOT_SLOTS = 1  # command-channel slots a VM boots with; the rest are hot-added when ready
+
+
+def spec(
+    vm: Vm, files: VmFiles, boot: Copy | None = None, slots: int = BOOT_SLOTS
+) -> cmdline.MachineSpec:
+    """What QEMU runs for `vm`: its disk, MAC, forwards, console, QMP and `slots` slots of
+    the exec channel; with `boot`, its own kernel directly instead of the firmware."""
     kernel, initrd = boot.files(files) if boot is not None else (None, None)
     return cmdline.MachineSpec(
         name=vm.name,
@@ -33,7 +38,7 @@ def spec(vm: Vm, files: VmFiles, boot: Copy | None = None) -> cmdline.MachineSpe
             pidfile=files.pidfile,
             exec_sockets=[
                 [_sock(files.exec_socket(slot, stream)) for stream in paths.EXEC_STREAMS]
-                for slot in range(SLOTS)
+                for slot in range(slots)
             ],
         ),
         mac=vm.mac,
@@ -53,8 +58,25 @@ def spec(vm: Vm, files: VmFiles, boot: Copy | None = None) -> cmdline.MachineSpe
     )
 
 
-def argv(vm: Vm, files: VmFiles, host: HostInfo, boot: Copy | None = None) -> list[str]:
-    return cmdline.build(spec(vm, files, boot), host)
+def argv(
+    vm: Vm, files: VmFiles, host: HostInfo, boot: Copy | None = None, slots: int = BOOT_SLOTS
+) -> list[str]:
+    return cmdline.build(spec(vm, files, boot, slots), host)
+
+
+def add_late_slots(files: VmFiles) -> None:
+    """Hot-add the slots a VM did not boot with (see aq.qemu.hotplug for why)."""
+    from aq.qemu.hotplug import add_serial_ports
+
+    add_serial_ports(
+        files.qmp,
+        [
+            (cmdline.exec_port(slot, stream), files.exec_socket(slot, stream))
+            for slot in range(BOOT_SLOTS, SLOTS)
+            for stream in paths.EXEC_STREAMS
+        ],
+    )
+    paths.restrict_to_owner(files.root)
 
 
 def write_guest_files(vm: Vm, files: VmFiles) -> None:

@@ -115,7 +115,7 @@ def _wait_ready(files: paths.VmFiles, ident: process.Identity, offset: int, time
     while True:
         if not process.is_alive(ident, files.pidfile):
             raise _BootFailed("QEMU exited during boot")
-        if channel.ping(files, timeout=min(3.0, max(deadline - time.monotonic(), 0.1))):
+        if channel.ping(files, timeout=min(1.0, max(deadline - time.monotonic(), 0.1))):
             return
         if time.monotonic() > deadline:
             login = _saw_login(files, offset)
@@ -124,6 +124,17 @@ def _wait_ready(files: paths.VmFiles, ident: process.Identity, offset: int, time
                 f"the guest was not ready within {timeout:.0f}s ({what})", guest_timed_out=True
             )
         time.sleep(0.25)
+
+
+def _add_late_slots(files: paths.VmFiles) -> str:
+    """The command slots plugged in after readiness; a note for the history if not."""
+    from aq.qemu.monitor import MonitorError
+
+    try:
+        machine.add_late_slots(files)
+    except MonitorError as err:
+        return f"; only {machine.BOOT_SLOTS} command slot(s): {err.message}"
+    return ""
 
 
 class _BootFailed(Exception):
@@ -199,6 +210,7 @@ def start(
             progress.step(f"booting {name} (accel {host.accel})")
             _wait_ready(files, ident, offset, timeout)
             detail = boottime.ready_detail(time.monotonic() - launched, ident.pid)
+            detail += _add_late_slots(files)
             vm = move.finish("ready", detail)
             return Outcome(vm, True, f"{name} is running")
     except _BootFailed as failed:

@@ -87,9 +87,16 @@ class Timeline:
 
 
 def stock_argv(
-    binary: str, disk: Path, serial: Path, ports: int, smp: int, cpu: str | None, extra=()
+    binary: str,
+    disk: Path,
+    serial: Path,
+    ports: int,
+    smp: int,
+    cpu: str | None,
+    extra=(),
+    accel: str = "tcg",
 ):
-    argv = [binary, "-machine", "pc", "-accel", "tcg", "-m", "1024", "-smp", str(smp)]
+    argv = [binary, "-machine", "pc", "-accel", accel, "-m", "1024", "-smp", str(smp)]
     if cpu:
         argv += ["-cpu", cpu]
     argv += ["-display", "none", "-monitor", "none", "-parallel", "none"]
@@ -106,7 +113,7 @@ def stock_argv(
 
 
 def stock_boot(
-    disk: Path, ports: int = 0, smp: int = 1, cpu: str | None = None, extra=()
+    disk: Path, ports: int = 0, smp: int = 1, cpu: str | None = None, extra=(), accel: str = "tcg"
 ) -> Timeline:
     """Boot an overlay of `disk` with the stock line until login; the QEMU is killed."""
     from aq.qemu.hostinfo import qemu_binary
@@ -117,7 +124,7 @@ def stock_boot(
             ["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(disk), "-F", "qcow2", overlay],
             check=True,
         )
-        argv = stock_argv(qemu_binary("x86_64"), overlay, serial, ports, smp, cpu, extra)
+        argv = stock_argv(qemu_binary("x86_64"), overlay, serial, ports, smp, cpu, extra, accel)
         start = time.perf_counter()
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         timeline = Timeline(serial, start)
@@ -166,6 +173,7 @@ def main() -> int:
     ap.add_argument("--cpu", default=None, help="-cpu on the stock line (default: QEMU's)")
     ap.add_argument("--all", action="store_true", help="every console line in the timelines")
     ap.add_argument("--extra", default="", help="more QEMU options for the stock line")
+    ap.add_argument("--accel", default="tcg", help="-accel on the stock line (tcg,tb-size=64)")
     args = ap.parse_args()
     with environment():
         from aq import paths
@@ -181,9 +189,10 @@ def main() -> int:
             took, ours = aq_boot()
             aq("stop", NAME)
         extra = shlex.split(args.extra)
-        stock = stock_boot(disk, args.ports, args.smp, args.cpu, extra)
+        stock = stock_boot(disk, args.ports, args.smp, args.cpu, extra, args.accel)
         label = f"stock QEMU -smp {args.smp} -cpu {args.cpu or 'default'} + {args.ports} ports"
         label += f" {args.extra}" if extra else ""
+        label += f" -accel {args.accel}" if args.accel != "tcg" else ""
         login = stock.login_at
         if not args.stock_only:
             ours.show("cold aq start", args.all)

@@ -12,6 +12,7 @@ import urllib.request
 
 import pytest
 
+from aq.paths import EXEC_STREAMS as STREAMS
 from aq.qemu import process
 from tests.conftest import VM_CPUS
 
@@ -59,8 +60,13 @@ def test_start_runs_commands_and_shows_status(installed, persist) -> None:
     assert hostname == persist  # each VM made from the base is itself
     events = _events(installed, persist)
     assert [e[:2] for e in events[-2:]] == [("start", "booting"), ("ready", "running")]
+    # A new VM has no copy of its kernel yet: the firmware boots it (aq.bootcopy).
+    assert "firmware boot (no copy of its kernel yet)" in events[-2][2]
     # The boot's duration is in the history and in status (aq.boottime).
     assert re.fullmatch(r"guest ready in \d+\.\d s \(QEMU pid \d+\)", events[-1][2])
+    # Seven of the eight command slots were plugged in once it was ready (aq.qemu.hotplug).
+    ports = installed.sh(persist, "cat /sys/class/virtio-ports/*/name").stdout.split()
+    assert sorted(ports) == sorted(f"aq.exec.{n}.{s}" for n in range(8) for s in STREAMS)
     assert 0 < status["last_boot_s"] == float(events[-1][2].split()[3])
 
 
@@ -120,6 +126,9 @@ def test_two_vms_run_at_once_with_distinct_macs_and_ports(installed, persist, sh
 
 def test_data_survives_clean_stop_and_start(installed, persist) -> None:
     installed.sh(persist, "echo kept > /root/data && sync")
+    # A changed kernel command line in the guest's bootloader takes effect at the next
+    # start, which boots the guest's own kernel directly (aq.bootcopy).
+    installed.sh(persist, "sed -i 's/^\\( *APPEND .*\\)$/\\1 aq_probe=1/' /boot/extlinux.conf")
     log = installed.path / "vms" / persist / "console.log"
     offset = log.stat().st_size
     result = installed.aq("stop", persist)
@@ -127,11 +136,14 @@ def test_data_survives_clean_stop_and_start(installed, persist) -> None:
     event, state, detail = _events(installed, persist)[-1]
     assert (event, state) == ("halt", "stopped")
     assert "ACPI power button pressed; guest powered off" in detail
+    assert "kernel copy current (fetched kernel and initramfs" in detail
     shutdown = log.read_bytes()[offset:]
     assert b"Unmounting filesystems" in shutdown and b"Power down" in shutdown
     again = installed.aq("stop", persist)
     assert "already stopped" in again.stderr
     installed.aq("start", persist, "--timeout", "600")
+    assert "direct kernel boot" in _events(installed, persist)[-2][2]
+    assert "aq_probe=1" in installed.aq("exec", persist, "--", "cat", "/proc/cmdline").stdout
     assert installed.aq("exec", persist, "--", "cat", "/root/data").stdout == "kept\n"
     dmesg = installed.aq("exec", persist, "--", "dmesg").stdout
     assert "recovery complete" not in dmesg  # the journal was clean: unmounted cleanly
@@ -158,6 +170,10 @@ def test_kill_9_of_qemu_is_recorded_as_crashed_then_two_starts_boot_it_once(
     after_crash = [e for e in installed.json("history", persist) if e["event"] != "create"]
     starts = [e for e in after_crash[-3:] if e["event"] == "start"]
     assert len(starts) == 1
+    # After a crash the copy of its kernel may be stale: the firmware boots it, and the
+    # bootloader still gives it the command line changed in the test before.
+    assert "firmware boot (kernel copy stale: the last stop was not a clean" in starts[0]["detail"]
+    assert "aq_probe=1" in installed.aq("exec", persist, "--", "cat", "/proc/cmdline").stdout
     assert installed.aq("exec", persist, "--", "cat", "/root/data").stdout == "kept\n"
 
 

@@ -18,8 +18,11 @@ SHELL=/bin/sh
 export PATH HOME USER LOGNAME SHELL
 
 port() {
+	# A builtin read, not cat: every exec is slow early in a TCG boot.
 	for dir in /sys/class/virtio-ports/*; do
-		if [ "$(cat "$dir/name" 2>/dev/null)" = "$1" ]; then
+		name=
+		read -r name <"$dir/name" 2>/dev/null
+		if [ "$name" = "$1" ]; then
 			echo "/dev/${dir##*/}"
 			return 0
 		fi
@@ -150,9 +153,11 @@ session() {
 }
 
 serve() {
+	# Slots past the first are plugged in once the VM is ready (aq/qemu/hotplug.py):
+	# until its ports appear, a slot looks again every 2 s.
 	exec </dev/null >/dev/null
 	while :; do
-		session "$1" || sleep 5
+		session "$1" || sleep 2
 	done
 }
 

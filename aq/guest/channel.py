@@ -115,6 +115,8 @@ def slot(files: VmFiles, wait: float = 60.0) -> Iterator[Slot]:
     while True:
         for offset in range(SLOTS):
             number = (first + offset) % SLOTS
+            if not files.exec_socket(number, "ctl").exists():
+                continue  # not plugged in (yet): see aq.qemu.hotplug
             fd = _try_lock(files.exec_lock(number))
             if fd is not None:
                 break

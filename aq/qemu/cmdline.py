@@ -61,6 +61,20 @@ class MachineSpec:
     extra: Sequence[str] = field(default_factory=tuple)
 
 
+SERIAL_BUS = "vser0"
+
+
+@dataclass(frozen=True)
+class SerialPort:
+    ident: str  # QEMU's id for the chardev (the device is "dev-" + ident)
+    name: str  # what the guest sees in /sys/class/virtio-ports/*/name
+
+
+def exec_port(slot: int, stream: str) -> SerialPort:
+    """The command channel's port for one slot and stream, at boot or hot-added."""
+    return SerialPort(f"exec{slot}{stream}", f"aq.exec.{slot}.{stream}")
+
+
 def serial_device(arch: str) -> str:
     """The guest's first serial port: ttyS0 on a PC, ttyAMA0 (PL011) on arm's virt."""
     return "ttyS0" if arch == "x86_64" else "ttyAMA0"
@@ -147,14 +161,14 @@ def _channels(spec: MachineSpec) -> list[str]:
             "chardev=qmp,mode=control",
         ]
     if sockets.exec_sockets:
-        args += ["-device", "virtio-serial-pci,id=vser0,max_ports=31"]
+        args += ["-device", f"virtio-serial-pci,id={SERIAL_BUS},max_ports=31"]
         for slot, streams in enumerate(sockets.exec_sockets):
             for stream, path in zip(EXEC_STREAMS, streams, strict=True):
-                ident = f"exec{slot}{stream}"
-                args += ["-chardev", _chardev_socket(ident, path)]
+                port = exec_port(slot, stream)
+                args += ["-chardev", _chardev_socket(port.ident, path)]
                 args += [
                     "-device",
-                    f"virtserialport,bus=vser0.0,chardev={ident},name=aq.exec.{slot}.{stream}",
+                    f"virtserialport,bus={SERIAL_BUS}.0,chardev={port.ident},name={port.name}",
                 ]
     return args
 

@@ -88,7 +88,7 @@ class Monitor:
             self._client = None
         self._close_loop()
 
-    def command(self, name: str, **args: Any) -> Any:
+    def command(self, name: str, /, **args: Any) -> Any:
         from qemu.qmp import QMPError
 
         try:
