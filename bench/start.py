@@ -1,8 +1,8 @@
 """`aq start` to running, as a ratio to a bare QEMU reaching the login prompt.
 
 The bare run uses the very command line aq builds for the same VM and disk (read from
-aq's own builder), and counts until "login:" appears in the console log; aq's run
-counts until `aq start` returns (login prompt seen and the command channel answered).
+aq's own builder, with the same direct kernel boot when aq would use it), and counts
+until "login:" appears in the console log; aq's run counts until `aq start` returns (login prompt seen and the command channel answered).
 Runs alternate, and every boot ends in a clean ACPI shutdown so each starts alike.
 Target: at most 1.05. Run: .venv/bin/python bench/start.py  (TCG: many minutes)
 """
@@ -25,14 +25,15 @@ TIMEOUT = 900
 
 
 def bare_boot() -> float:
-    from aq import machine, paths, power, vm
+    from aq import bootcopy, machine, paths, power, vm
     from aq.qemu import hostinfo, process
     from aq.qemu.monitor import Monitor
 
     record = vm.get(NAME)
     files = paths.vm_files(NAME)
     host = hostinfo.detect()
-    argv = machine.argv(record, files, host)
+    boot, _ = bootcopy.usable(files)  # the same kernel, directly or not, as aq start
+    argv = machine.argv(record, files, host, boot)
     argv[0] = hostinfo.qemu_binary(host.arch)
     machine.write_guest_files(record, files)
     offset = power._console_offset(files)  # as aq start does: rotated, owner-only
