@@ -2,7 +2,8 @@
 
 The bare run uses the very command line aq builds for the same VM and disk (read from
 aq's own builder, with the same direct kernel boot when aq would use it), and counts
-until "login:" appears in the console log; aq's run counts until `aq start` returns (login prompt seen and the command channel answered).
+until "login:" appears in the console log; aq's run counts until `aq start` returns
+(the command channel answered, the other slots plugged in).
 Runs alternate, and every boot ends in a clean ACPI shutdown so each starts alike.
 Target: at most 1.05. Run: .venv/bin/python bench/start.py  (TCG: many minutes)
 """
