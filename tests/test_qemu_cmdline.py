@@ -56,8 +56,8 @@ def _pairs(argv: list[str]) -> list[tuple[str, str]]:
         ("mac-intel", "qemu-system-x86_64", "pc", "hvf", "host", "2"),
         ("linux-kvm", "qemu-system-x86_64", "pc", "kvm", "host", "2"),
         # TCG: the measured defaults (aq.qemu.cmdline.tcg_cpus, cpu_model)
-        ("linux-tcg", "qemu-system-x86_64", "pc", "tcg", "qemu64", "1"),
-        ("linux-arm-tcg", "qemu-system-aarch64", "virt,highmem=on", "tcg", "max", "1"),
+        ("linux-tcg", "qemu-system-x86_64", "pc", "tcg,tb-size=64", "qemu64", "1"),
+        ("linux-arm-tcg", "qemu-system-aarch64", "virt,highmem=on", "tcg,tb-size=64", "max", "1"),
     ],
 )
 def test_machine_accel_cpu_per_host(host, binary, machine_arg, accel, cpu, smp) -> None:
