@@ -21,7 +21,7 @@ port() {
 	# A builtin read, not cat: every exec is slow early in a TCG boot.
 	for dir in /sys/class/virtio-ports/*; do
 		name=
-		read -r name <"$dir/name" 2>/dev/null
+		read -r name 2>/dev/null <"$dir/name"
 		if [ "$name" = "$1" ]; then
 			echo "/dev/${dir##*/}"
 			return 0
