@@ -12,24 +12,32 @@ store with reality (aq.reconcile).
 from __future__ import annotations
 
 import os
-import re
 import time
 
-from aq import alloc, bootcopy, boottime, defaults, lifecycle, machine, paths, reconcile
+from aq import (
+    alloc,
+    bootcopy,
+    boottime,
+    defaults,
+    lifecycle,
+    machine,
+    paths,
+    readiness,
+    reconcile,
+)
 from aq.console.expect import transcript_tail
 from aq.errors import AqError, Conflict, GuestTimeout, WrongState
-from aq.guest import channel
 from aq.lifecycle import State
 from aq.moves import Outcome, bracket
 from aq.progress import Progress
 from aq.qemu import process
 from aq.qemu.hostinfo import HostInfo, detect, qemu_binary
+from aq.readiness import BootFailed
 from aq.store.db import writing
 from aq.store.models import Vm
 from aq.vm import find
 
 CONSOLE_LOG_MAX = 4 << 20  # bytes; see _console_offset
-LOGIN = re.compile(rb"login: ?", re.M)
 
 
 def _ensure_ports(session, vm: Vm) -> list[str]:
@@ -100,53 +108,7 @@ def _console_offset(files: paths.VmFiles) -> int:
         return os.fstat(handle.fileno()).st_size
 
 
-def _saw_login(files: paths.VmFiles, offset: int) -> bool:
-    try:
-        with files.console_log.open("rb") as log:
-            log.seek(offset)
-            return LOGIN.search(log.read()) is not None
-    except FileNotFoundError:
-        return False
-
-
-def _wait_ready(files: paths.VmFiles, ident: process.Identity, offset: int, timeout: float):
-    """Until the command channel answers (the guest can run commands: that is ready)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if not process.is_alive(ident, files.pidfile):
-            raise _BootFailed("QEMU exited during boot")
-        if channel.ping(files, timeout=min(1.0, max(deadline - time.monotonic(), 0.1))):
-            return
-        if time.monotonic() > deadline:
-            login = _saw_login(files, offset)
-            what = "the command channel did not answer" if login else "no login prompt"
-            raise _BootFailed(
-                f"the guest was not ready within {timeout:.0f}s ({what})", guest_timed_out=True
-            )
-        time.sleep(0.25)
-
-
-def _add_late_slots(files: paths.VmFiles) -> str:
-    """The command slots plugged in after readiness; a note for the history if not."""
-    from aq.qemu.monitor import MonitorError
-
-    try:
-        machine.add_late_slots(files)
-    except MonitorError as err:
-        return f"; only {machine.BOOT_SLOTS} command slot(s): {err.message}"
-    return ""
-
-
-class _BootFailed(Exception):
-    """The boot failed; `guest_timed_out` says QEMU ran but the guest never answered."""
-
-    def __init__(self, reason: str, guest_timed_out: bool = False) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.guest_timed_out = guest_timed_out
-
-
-def _boot_error(files: paths.VmFiles, failed: _BootFailed) -> AqError:
+def _boot_error(files: paths.VmFiles, failed: BootFailed) -> AqError:
     tail = transcript_tail(files.console_log, 12)
     stderr = ""
     if files.stderr.exists():
@@ -201,19 +163,19 @@ def start(
             try:
                 ident = process.launch(argv, files.pidfile, files.cmdline, files.stderr)
             except process.LaunchError as err:
-                raise _BootFailed(err.message) from None
+                raise BootFailed(err.message) from None
             paths.restrict_to_owner(files.root)
             _record_pid(vm.id, ident)
             if not wait:
                 vm = move.finish("ready", "QEMU is up; guest readiness not awaited (--no-wait)")
                 return Outcome(vm, True, f"{name} is starting (QEMU pid {ident.pid})")
             progress.step(f"booting {name} (accel {host.accel})")
-            _wait_ready(files, ident, offset, timeout)
+            readiness.wait(files, ident, offset, timeout)
             detail = boottime.ready_detail(time.monotonic() - launched, ident.pid)
-            detail += _add_late_slots(files)
+            detail += readiness.add_other_slots(files)
             vm = move.finish("ready", detail)
             return Outcome(vm, True, f"{name} is running")
-    except _BootFailed as failed:
+    except BootFailed as failed:
         raise _boot_error(files, failed) from None
 
 

@@ -26,7 +26,7 @@ TIMEOUT = 900
 
 
 def bare_boot() -> float:
-    from aq import bootcopy, machine, paths, power, vm
+    from aq import bootcopy, machine, paths, power, readiness, vm
     from aq.qemu import hostinfo, process
     from aq.qemu.monitor import Monitor
 
@@ -40,7 +40,8 @@ def bare_boot() -> float:
     offset = power._console_offset(files)  # as aq start does: rotated, owner-only
     start = time.perf_counter()
     ident = process.launch(argv, files.pidfile, files.cmdline, files.stderr)
-    while not power._saw_login(files, offset):
+    console = readiness.ConsoleWatch(files, offset)
+    while not console.saw(readiness.LOGIN):
         if time.perf_counter() - start > TIMEOUT:
             raise SystemExit("bare QEMU did not reach login")
         time.sleep(0.05)

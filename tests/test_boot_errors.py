@@ -14,7 +14,7 @@ import time
 import pytest
 from sqlalchemy import select
 
-from aq import paths, power, vm
+from aq import machine, paths, power, vm
 from aq.errors import GuestTimeout
 from aq.guest import channel
 from aq.qemu import process
@@ -55,8 +55,10 @@ def silent_guest(base_image, monkeypatch):
 
     monkeypatch.setattr(process, "launch", fake_launch)
     monkeypatch.setattr(channel, "ping", lambda files, timeout: False)
+    plugged: list[range] = []
+    monkeypatch.setattr(machine, "add_slots", lambda files, slots: plugged.append(slots))
     try:
-        yield made, spawned, console
+        yield made, spawned, console, plugged
     finally:
         for proc in spawned:
             proc.kill()
@@ -64,7 +66,7 @@ def silent_guest(base_image, monkeypatch):
 
 
 def test_guest_not_ready_in_time_is_a_guest_timeout(silent_guest) -> None:
-    made, spawned, _ = silent_guest
+    made, spawned, _, plugged = silent_guest
     with pytest.raises(GuestTimeout) as caught:
         power.start("mute", timeout=1, accel="tcg")
     assert caught.value.exit_code == 8
@@ -72,12 +74,14 @@ def test_guest_not_ready_in_time_is_a_guest_timeout(silent_guest) -> None:
     assert _last_event(made.id) == ("abort", "the guest was not ready within 1s (no login prompt)")
     assert spawned[0].wait(10) is not None  # the bracket's undo killed this boot's QEMU
     assert vm.get("mute").state == "stopped"
+    assert plugged == []  # no sign of the guest's userland: slot 0 not plugged in yet
 
 
 def test_a_login_prompt_without_a_channel_says_so(silent_guest) -> None:
-    _, _, console = silent_guest
+    _, _, console, plugged = silent_guest
     console[0] = b"Welcome to Alpine Linux\r\nmute login: "
     with pytest.raises(GuestTimeout) as caught:
         power.start("mute", timeout=1, accel="tcg")
     assert "(the command channel did not answer)" in caught.value.message
     assert "mute login:" in caught.value.message  # the console's last lines are shown
+    assert plugged == [range(1)]  # the guest's userland showed: slot 0 was plugged in

@@ -43,8 +43,8 @@ def test_the_slots_a_vm_did_not_boot_with_are_plugged_in(tmp_path):
             assert qemu.poll() is None, qemu.stderr.read()
             assert time.monotonic() < deadline
             time.sleep(0.05)
-        machine.add_late_slots(files)
-        late = range(machine.BOOT_SLOTS, SLOTS)
+        late = range(SLOTS)
+        machine.add_slots(files, late)
         for slot in late:
             for stream in EXEC_STREAMS:
                 sock = files.exec_socket(slot, stream)

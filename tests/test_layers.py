@@ -21,6 +21,7 @@ LAYERS: dict[str, int] = {
     "aq.power": 3,  # operations: start
     "aq.stopping": 3,  # operations: stop, remove
     "aq.moves": 3,  # an action bracketed between two transitions
+    "aq.readiness": 3,  # a booting VM: its channel plugged in, then answering
     "aq.vm": 3,  # operations: create, find, list
     "aq.ssh": 3,
     "aq.images": 3,

@@ -98,9 +98,9 @@ def test_vm_devices_and_channels() -> None:
     assert "path=/h/vms/web/qmp.sock" in joined and "chardev=qmp,mode=control" in joined
     assert ("-pidfile", "/h/vms/web/qemu.pid") in pairs and "-daemonize" in argv
     assert ("-device", "pvpanic-pci") in pairs and ("-action", "panic=pause") in pairs
-    # One command slot at boot (three ports); the other seven are hot-added when ready.
-    assert joined.count("virtserialport") == 3
-    assert "name=aq.exec.0.err" in joined and "aq.exec.1." not in joined
+    # The command channel's bus, with no port at boot: all are hot-added (aq.readiness).
+    assert ("-device", "virtio-serial-pci,id=vser0,max_ports=31") in pairs
+    assert "virtserialport" not in joined
     assert ("-fw_cfg", "name=opt/aq/agent,file=/h/vms/web/guest-agent.sh") in pairs
     assert ("-display", "none") in pairs
 

@@ -39,6 +39,7 @@ class Sockets:
     qmp: Path | None = None
     pidfile: Path | None = None
     exec_sockets: Sequence[Sequence[Path]] = ()  # per slot: ctl, out, err
+    exec_bus: bool = False  # the virtio-serial bus, even with no port at boot (hotplug)
 
 
 @dataclass(frozen=True)
@@ -175,7 +176,7 @@ def _channels(spec: MachineSpec) -> list[str]:
             "-mon",
             "chardev=qmp,mode=control",
         ]
-    if sockets.exec_sockets:
+    if sockets.exec_sockets or sockets.exec_bus:
         args += ["-device", f"virtio-serial-pci,id={SERIAL_BUS},max_ports=31"]
         for slot, streams in enumerate(sockets.exec_sockets):
             for stream, path in zip(EXEC_STREAMS, streams, strict=True):
