@@ -35,7 +35,7 @@ from aq.paths import VmFiles
 
 KERNEL_MAX = 128 << 20
 INITRD_MAX = 512 << 20
-STEP_TIMEOUT = 60.0  # seconds for each guest command while refreshing
+STEP_TIMEOUT = 30.0  # seconds for each guest command while refreshing
 _SHA_LINE = re.compile(r"^([0-9a-f]{64})  (/\S+)$")
 
 

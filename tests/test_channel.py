@@ -129,6 +129,16 @@ def test_an_agent_that_never_answers_is_a_timeout(aq_home: Path, monkeypatch) ->
     guest.close()
 
 
+def test_a_timeout_before_the_agent_answers_is_a_guest_timeout(aq_home: Path) -> None:
+    # Not "interrupted": the command's --timeout ran out before anything started.
+    held = threading.Event()
+    guest = FakeGuest(aq_home / "vm", lambda conns: held.wait(10))
+    with pytest.raises(channel.GuestTimeout, match="did not answer within 1s"):
+        channel.run(guest.files, ["true"], channel.ExecOptions(None, io.BytesIO(), io.BytesIO(), 1))
+    held.set()
+    guest.close()
+
+
 def test_a_signal_before_the_guest_answers_stops_at_once(aq_home: Path) -> None:
     held = threading.Event()
     guest = FakeGuest(aq_home / "vm", lambda conns: held.wait(10))

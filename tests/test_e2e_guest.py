@@ -107,6 +107,22 @@ def test_eight_concurrent_execs_keep_their_own_output(installed, shared_vm) -> N
         assert err == "".join(f"err{i}-{j}\n" for j in range(1, 6))
 
 
+def test_a_daemon_left_behind_does_not_take_its_slot_down(installed, shared_vm) -> None:
+    # A command that leaves a process running in the background (its output sent
+    # elsewhere) used to hand it the slot's ports, and that slot's next session then
+    # hung for two minutes. Eight execs at once use every slot, that one included.
+    installed.sh(shared_vm, "setsid sleep 600 >/dev/null 2>&1 </dev/null &")
+    try:
+        procs = [
+            installed.popen_sh(shared_vm, f"echo slot-check-{i}", stdout=subprocess.PIPE, text=True)
+            for i in range(8)
+        ]
+        outs = sorted(p.communicate(timeout=90)[0] for p in procs)
+        assert outs == sorted(f"slot-check-{i}\n" for i in range(8))
+    finally:
+        installed.sh(shared_vm, "pkill -x sleep", check=False)
+
+
 def test_ctrl_c_stops_the_guest_command(installed, shared_vm) -> None:
     proc = installed.popen(
         "exec", shared_vm, "--", "sleep", "300", stdout=subprocess.PIPE, stderr=subprocess.PIPE

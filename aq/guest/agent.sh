@@ -75,8 +75,10 @@ launch() {
 	until [ -s "$dir/feeder" ]; do sleep 0.05; done
 	feeder=$(cat "$dir/feeder" 2>/dev/null)
 	# The command, in a session and process group of its own, from /root.
+	# The command gets none of the channel's ports (fds 3, 5, 6): a daemon it leaves
+	# behind would hold them open, and the slot's next session could not open them.
 	sh -c 'echo $$ >"$2/pid"; cd /root && exec setsid sh -c "$1"' sh "$1" "$dir" \
-		>"$dir/out" 2>"$dir/err"
+		>"$dir/out" 2>"$dir/err" 3>&- 5>&- 6>&-
 	status=$?
 	[ -n "$feeder" ] && kill "$feeder" 2>/dev/null
 	return $status
@@ -134,7 +136,14 @@ session() {
 		case $kind in
 		P) echo "P $arg" >&3 ;;
 		S)
-			exec 5>"$out" 6>"$err"
+			# A port another process holds open cannot be opened again (EBUSY): say
+			# so rather than let the failed exec end this slot's loop for good.
+			if ! { command exec 5>"$out" 6>"$err"; } 2>/dev/null; then
+				exec 5>&- 6>&-
+				echo "S $arg" >&3
+				echo "F this slot's output port is held open by a process in the guest" >&3
+				break
+			fi
 			printf 'AQ%s\n' "$arg" >&5
 			printf 'AQ%s\n' "$arg" >&6
 			echo "S $arg" >&3

@@ -230,7 +230,7 @@ class _Session:
             elif kind == "F" and self.started:
                 raise AgentFailed(
                     f"the guest could not start the command: {for_terminal(rest, one_line=True)}",
-                    hint="free or remount the guest's /tmp (`aq console NAME`)",
+                    hint="look inside the guest with `aq console NAME`",
                 )
             elif kind == "R" and self.started:
                 try:
@@ -321,6 +321,12 @@ class _Session:
             if deadline is not None:
                 left = deadline - time.monotonic()
                 if left <= 0:
+                    if not self.started:
+                        raise GuestTimeout(
+                            "the guest's command agent did not answer within "
+                            f"{self.options.timeout:.0f}s",
+                            hint="the guest may be overloaded or hung; see `aq console NAME`",
+                        )
                     if timed_out:
                         raise GuestTimeout("the command did not stop after its timeout")
                     timed_out = True
