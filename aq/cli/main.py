@@ -8,7 +8,7 @@ import traceback
 
 import click
 
-from aq import __version__
+from aq.cli.doctor import print_version
 from aq.cli.output import FAILURE_CODE
 from aq.errors import AqError
 
@@ -57,7 +57,14 @@ def _usage_line(err: click.UsageError) -> str:
 
 
 @click.group(cls=AqGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="aq")
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=print_version,
+    help="Show aq's version and the QEMU it will use.",
+)
 @click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
 def cli(debug: bool) -> None:
     """aq: Alpine Linux virtual machines on QEMU.
@@ -70,9 +77,9 @@ def cli(debug: bool) -> None:
 
 
 def _register() -> None:
-    from aq.cli import access, configure, images, info, power, vms
+    from aq.cli import access, configure, doctor, images, info, power, vms
 
-    for module in (vms, power, access, images, configure, info):
+    for module in (vms, power, access, images, configure, info, doctor):
         for command in module.COMMANDS:
             cli.add_command(command)
 
