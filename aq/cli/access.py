@@ -7,6 +7,7 @@ import sys
 
 import click
 
+from aq.cli import complete
 from aq.cli.output import FAILURE_CODE, note
 from aq.errors import EXEC_FAILURE
 
@@ -27,7 +28,7 @@ def _running(name: str):
     "exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False}
 )
 @click.option("--timeout", type=float, help="Kill the command after this many seconds (exit 124).")
-@click.argument("name")
+@click.argument("name", shell_complete=complete.vm_name)
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @click.pass_context
 def exec_(ctx: click.Context, timeout: float | None, name: str, command: tuple[str, ...]) -> None:
@@ -77,7 +78,7 @@ def _only_running_vm() -> str:
 
 
 @click.command("console")
-@click.argument("name", required=False)
+@click.argument("name", required=False, shell_complete=complete.vm_name)
 @click.option(
     "--telnet",
     "telnet_port",
@@ -126,7 +127,7 @@ def console(name: str | None, telnet_port: int | None) -> None:
     "ssh", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False}
 )
 @click.option("--dry-run", is_flag=True, help="Print the ssh command instead of running it.")
-@click.argument("name")
+@click.argument("name", shell_complete=complete.vm_name)
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
 def ssh(ctx: click.Context, dry_run: bool, name: str, command: tuple[str, ...]) -> None:
@@ -165,8 +166,8 @@ def ssh(ctx: click.Context, dry_run: bool, name: str, command: tuple[str, ...]) 
 
 @click.command("cp")
 @click.option("-r", "--recursive", is_flag=True, help="Copy directories.")
-@click.argument("source")
-@click.argument("dest")
+@click.argument("source", shell_complete=complete.vm_or_path)
+@click.argument("dest", shell_complete=complete.vm_or_path)
 def cp(recursive: bool, source: str, dest: str) -> None:
     """Copy files between the host and a VM (one side is NAME:PATH), keeping modes.
 
