@@ -12,6 +12,20 @@ from aq.cli.output import FAILURE_CODE, note
 from aq.errors import EXEC_FAILURE
 
 
+def _surely_running(name: str) -> bool:
+    """Whether the store says `name` runs and its QEMU is alive, read without
+    SQLAlchemy: the common case of `aq exec` then costs no ORM import. When this says
+    no, _running asks the full store, which corrects the record and explains."""
+    from aq import paths
+    from aq.qemu import process
+    from aq.store import peek
+
+    recorded = peek.running_vm(name)
+    if recorded is None:
+        return False
+    return process.is_alive(process.Identity(*recorded), paths.vm_files(name).pidfile)
+
+
 def _running(name: str):
     """The VM, which must be running (its record first made true)."""
     from aq import vm
@@ -52,7 +66,8 @@ def exec_(ctx: click.Context, timeout: float | None, name: str, command: tuple[s
         argv = argv[1:]
     if not argv:
         raise click.UsageError("no command given; write aq exec NAME -- CMD [ARGS...]")
-    _running(name)
+    if not _surely_running(name):
+        _running(name)
     stdin = None if sys.stdin is None or sys.stdin.isatty() else sys.stdin.buffer
     status = channel.run(
         paths.vm_files(name),

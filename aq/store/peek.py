@@ -69,3 +69,26 @@ def setting(key: str) -> str | None:
 def has_base(arch: str) -> bool:
     """Whether a base disk for `arch` is recorded (aq new can then work offline)."""
     return bool(_rows("SELECT 1 FROM images WHERE kind = 'base' AND arch = ? LIMIT 1", (arch,)))
+
+
+def running_vm(name: str) -> tuple[int, float] | None:
+    """(pid, pid_started) of the VM `name` when the store, at the schema this aq knows,
+    records it running; None for anything else (the caller then asks the full store)."""
+    from aq.store.schema import HEAD_REVISION
+
+    with _connection() as con:
+        if con is None:
+            return None
+        try:
+            revision = con.execute("SELECT version_num FROM alembic_version").fetchone()
+            if revision is None or revision[0] != HEAD_REVISION:
+                return None
+            row = con.execute(
+                "SELECT pid, pid_started FROM vms WHERE name = ? AND state = 'running'",
+                (name,),
+            ).fetchone()
+        except sqlite3.Error:
+            return None
+    if row is None or row[0] is None or row[1] is None:
+        return None
+    return int(row[0]), float(row[1])
