@@ -1,7 +1,8 @@
 """aq exec and aq cp, each beside a raw round trip over the same command-channel socket.
 
   exec:  `aq exec NAME -- true` wall time (a whole CLI run) vs one ping/pong on the
-         VM's control socket from an already running process.
+         VM's control socket from an already running process plus a bare interpreter
+         start (`python -c pass`); issue 13's target: at most 2x that sum.
   cp:    `aq cp FILE NAME:/tmp/x` throughput vs streaming the same bytes through the
          same channel into `cat > /dev/null` from an already running process.
 
@@ -24,6 +25,7 @@ from bench.testvm import aq, ensure_vm, environment
 
 NAME = "bench-exec"
 RUNS = 7
+TARGET_RATIO = 2.0  # issue 13: aq exec / (raw round trip + interpreter start)
 SIZE = 32 << 20
 
 
@@ -42,12 +44,18 @@ def main() -> int:
             return time.perf_counter() - start
 
         exec_true = [sys.executable, "-m", "aq", "exec", NAME, "--", "true"]
+        bare = [sys.executable, "-c", "pass"]
         time_command(exec_true, env)
-        ours, raw = interleaved(RUNS, lambda: time_command(exec_true, env), ping)
-        a, b = statistics.median(ours), statistics.median(raw)
+        ours, raw, start = interleaved(
+            RUNS, lambda: time_command(exec_true, env), ping, lambda: time_command(bare, env)
+        )
+        a, b, c = statistics.median(ours), statistics.median(raw), statistics.median(start)
+        ratio = a / (b + c)
         print(
             f"aq exec -- true: median {a * 1000:.0f} ms | raw ping/pong on the same socket: "
-            f"median {b * 1000:.1f} ms | ratio {a / b:.1f}"
+            f"median {b * 1000:.1f} ms | interpreter start (python -c pass): median "
+            f"{c * 1000:.0f} ms | ratio to both {ratio:.2f} (target <= {TARGET_RATIO}) "
+            f"{'OK' if ratio <= TARGET_RATIO else 'OVER TARGET'}"
         )
 
         with tempfile.NamedTemporaryFile() as data:

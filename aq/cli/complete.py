@@ -7,21 +7,30 @@ aq.store.peek: read-only, no SQLAlchemy, and nothing created or migrated by a Ta
 
 from __future__ import annotations
 
-import click
-from click.shell_completion import CompletionItem
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import click
+
+
+def _item(value: str, **kwargs):
+    """click's CompletionItem, imported only when the shell asks (not by every run)."""
+    from click.shell_completion import CompletionItem
+
+    return CompletionItem(value, **kwargs)
 
 
 def vm_name(_ctx: click.Context, _param: click.Parameter, incomplete: str) -> list:
     from aq.store import peek
 
-    return [CompletionItem(n) for n in peek.vm_names() if n.startswith(incomplete)]
+    return [_item(n) for n in peek.vm_names() if n.startswith(incomplete)]
 
 
 def _image_items(kind: str | None, incomplete: str) -> list:
     from aq.store import peek
 
     return [
-        CompletionItem(str(i), help=f"{k} {v}")
+        _item(str(i), help=f"{k} {v}")
         for i, k, v in peek.images(kind)
         if str(i).startswith(incomplete)
     ]
@@ -40,11 +49,11 @@ def vm_or_path(ctx: click.Context, param: click.Parameter, incomplete: str) -> l
     """`aq cp`: NAME: for a VM's side, else a local path (the shell completes those)."""
     if ":" in incomplete:
         return []  # a path inside a VM: nothing to list without asking the guest
-    names = [CompletionItem(f"{i.value}:") for i in vm_name(ctx, param, incomplete)]
-    return [*names, CompletionItem(incomplete, type="file")]
+    names = [_item(f"{i.value}:") for i in vm_name(ctx, param, incomplete)]
+    return [*names, _item(incomplete, type="file")]
 
 
 def setting_key(_ctx: click.Context, _param: click.Parameter, incomplete: str) -> list:
     from aq.config import SETTINGS
 
-    return [CompletionItem(k) for k in SETTINGS if k.startswith(incomplete)]
+    return [_item(k) for k in SETTINGS if k.startswith(incomplete)]
