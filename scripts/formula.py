@@ -155,13 +155,16 @@ TAIL = """\
 
   test do
     ENV["AQ_HOME"] = testpath/"aq"
+    ENV["AQ_MIRROR"] = "http://127.0.0.1:9/alpine"
     assert_match "aq #{{version}}", shell_output("#{{bin}}/aq --version")
     assert_match "invalid VM name", shell_output("#{{bin}}/aq new 'Bad Name' 2>&1", 2)
     assert_equal "[]", shell_output("#{{bin}}/aq ls --json").strip
-    report = JSON.parse(shell_output("#{{bin}}/aq doctor --json", nil))
+    # No mirror and no base: aq cannot make a VM yet, so doctor says so and exits 1.
+    report = JSON.parse(shell_output("#{{bin}}/aq doctor --json", 1))
     checks = report["checks"].to_h {{ |check| [check["name"], check["status"]] }}
     assert_equal %w[qemu accel firmware home disk mirror], checks.keys
     assert_equal "ok", checks["qemu"]
+    assert_equal "fail", checks["mirror"]
     assert_match "complete", shell_output("_AQ_COMPLETE=bash_source #{{bin}}/aq")
   end
 end
