@@ -1,6 +1,7 @@
 """`aq new` with a base present: wall time and new disk, beside `import sqlalchemy.orm`.
 
-Targets: at most 0.5 s and at most 1 MiB of new disk per VM. The base here is a real
+Targets: at most 0.5 s, at most 1 MiB of new disk per VM, and at most 1.3 times a bare
+`python -c "import sqlalchemy.orm"` measured in the same run (interleaved). The base here is a real
 qcow2 of the base's size registered as installed (what `aq new` reads is the same: it
 does not boot anything). Run: .venv/bin/python bench/new.py
 """
@@ -19,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import interleaved, time_command
 
 RUNS = 9
+TARGET_RATIO = 1.3  # issue 13: aq new / `python -c 'import sqlalchemy.orm'`
 
 
 def disk_used(path: Path) -> int:
@@ -44,11 +46,11 @@ def main() -> int:
                     arch=base.arch,
                     flavor="alpine-virt",
                     version=base.version,
-                    branch="v3.23",
-                    file="x.iso",
-                    url="x",
+                    branch="v" + ".".join(base.version.split(".")[:2]),
+                    file=f"alpine-virt-{base.version}-{base.arch}.iso",  # passes today's checks
+                    url="http://127.0.0.1:9/offline/x.iso",
                     sha256="0" * 64,
-                    mirror="x",
+                    mirror="http://127.0.0.1:9/offline",
                 )
             )
         del ReleaseInfo
@@ -67,17 +69,16 @@ def main() -> int:
         time_command(orm, env)
         sizes.clear()
         ours, ref = interleaved(RUNS, one_new, lambda: time_command(orm, env))
-        median = statistics.median(ours)
+        median, orm = statistics.median(ours), statistics.median(ref)
         worst_disk = max(sizes)
+        ratio = median / orm
+        ok = median <= 0.5 and worst_disk <= 1 << 20 and ratio <= TARGET_RATIO
         print(
-            f"aq new (base present): median {median:.3f}s, max new disk {worst_disk / 1024:.0f} KiB"
+            f"aq new (base present): median {median:.3f}s | import sqlalchemy.orm: median "
+            f"{orm:.3f}s | ratio {ratio:.2f} (target <= {TARGET_RATIO}) | max new disk "
+            f"{worst_disk / 1024:.0f} KiB (target <= 1024) | "
+            f"{'OK' if ok else 'OVER TARGET'}"
         )
-        print(
-            f"import sqlalchemy.orm: median {statistics.median(ref):.3f}s "
-            f"(ratio {median / statistics.median(ref):.2f})"
-        )
-        ok = median <= 0.5 and worst_disk <= 1 << 20
-        print(f"targets: <= 0.5 s and <= 1 MiB  {'OK' if ok else 'OVER TARGET'}")
         subprocess.run([sys.executable, "-m", "aq", "ls"], env=env, stdout=subprocess.DEVNULL)
     return 0 if ok else 1
 

@@ -25,6 +25,7 @@ LAYERS: dict[str, int] = {
     "aq.vm": 3,  # operations: create, find, list
     "aq.ssh": 3,
     "aq.images": 3,
+    "aq.doctor": 3,  # checks what aq needs from the host
     "aq.machine": 2,  # what a VM's QEMU runs with
     "aq.sshkeys": 2,
     "aq.reconcile": 2,  # records: the store made true

@@ -7,8 +7,23 @@ import sys
 
 import click
 
+from aq.cli import complete
 from aq.cli.output import FAILURE_CODE, note
 from aq.errors import EXEC_FAILURE
+
+
+def _surely_running(name: str) -> bool:
+    """Whether the store says `name` runs and its QEMU is alive, read without
+    SQLAlchemy: the common case of `aq exec` then costs no ORM import. When this says
+    no, _running asks the full store, which corrects the record and explains."""
+    from aq import paths
+    from aq.qemu import process
+    from aq.store import peek
+
+    recorded = peek.running_vm(name)
+    if recorded is None:
+        return False
+    return process.is_alive(process.Identity(*recorded), paths.vm_files(name).pidfile)
 
 
 def _running(name: str):
@@ -27,7 +42,7 @@ def _running(name: str):
     "exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False}
 )
 @click.option("--timeout", type=float, help="Kill the command after this many seconds (exit 124).")
-@click.argument("name")
+@click.argument("name", shell_complete=complete.vm_name)
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @click.pass_context
 def exec_(ctx: click.Context, timeout: float | None, name: str, command: tuple[str, ...]) -> None:
@@ -51,7 +66,8 @@ def exec_(ctx: click.Context, timeout: float | None, name: str, command: tuple[s
         argv = argv[1:]
     if not argv:
         raise click.UsageError("no command given; write aq exec NAME -- CMD [ARGS...]")
-    _running(name)
+    if not _surely_running(name):
+        _running(name)
     stdin = None if sys.stdin is None or sys.stdin.isatty() else sys.stdin.buffer
     status = channel.run(
         paths.vm_files(name),
@@ -77,7 +93,7 @@ def _only_running_vm() -> str:
 
 
 @click.command("console")
-@click.argument("name", required=False)
+@click.argument("name", required=False, shell_complete=complete.vm_name)
 @click.option(
     "--telnet",
     "telnet_port",
@@ -126,7 +142,7 @@ def console(name: str | None, telnet_port: int | None) -> None:
     "ssh", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False}
 )
 @click.option("--dry-run", is_flag=True, help="Print the ssh command instead of running it.")
-@click.argument("name")
+@click.argument("name", shell_complete=complete.vm_name)
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
 def ssh(ctx: click.Context, dry_run: bool, name: str, command: tuple[str, ...]) -> None:
@@ -165,8 +181,8 @@ def ssh(ctx: click.Context, dry_run: bool, name: str, command: tuple[str, ...]) 
 
 @click.command("cp")
 @click.option("-r", "--recursive", is_flag=True, help="Copy directories.")
-@click.argument("source")
-@click.argument("dest")
+@click.argument("source", shell_complete=complete.vm_or_path)
+@click.argument("dest", shell_complete=complete.vm_or_path)
 def cp(recursive: bool, source: str, dest: str) -> None:
     """Copy files between the host and a VM (one side is NAME:PATH), keeping modes.
 

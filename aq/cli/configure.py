@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from aq.cli import complete
 from aq.cli.output import json_option, print_json, print_table
 
 
@@ -29,7 +30,7 @@ def config_group(ctx: click.Context, as_json: bool) -> None:
 
 
 @config_group.command("get")
-@click.argument("key")
+@click.argument("key", shell_complete=complete.setting_key)
 def get(key: str) -> None:
     """Print the effective value of one setting."""
     from aq import config
@@ -38,7 +39,7 @@ def get(key: str) -> None:
 
 
 @config_group.command("set")
-@click.argument("key")
+@click.argument("key", shell_complete=complete.setting_key)
 @click.argument("value")
 def set_(key: str, value: str) -> None:
     """Store a setting."""
@@ -48,7 +49,7 @@ def set_(key: str, value: str) -> None:
 
 
 @config_group.command("unset")
-@click.argument("key")
+@click.argument("key", shell_complete=complete.setting_key)
 def unset(key: str) -> None:
     """Remove a stored setting (back to the default)."""
     from aq import config

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from aq.cli import complete
 from aq.cli.output import json_option, note, print_json, print_table
 
 
@@ -85,7 +86,7 @@ def prune(as_json: bool) -> None:
 
 
 @images.command("rm")
-@click.argument("image_id", type=click.IntRange(1, 2**63 - 1))
+@click.argument("image_id", type=click.IntRange(1, 2**63 - 1), shell_complete=complete.image_id)
 def rm(image_id: int) -> None:
     """Remove one image by id; refused while a VM's disk stands on it."""
     from aq.images.manage import remove

@@ -8,7 +8,6 @@ import traceback
 
 import click
 
-from aq import __version__
 from aq.cli.output import FAILURE_CODE
 from aq.errors import AqError
 
@@ -16,6 +15,13 @@ from aq.errors import AqError
 def _debugging(ctx: click.Context) -> bool:
     root = ctx.find_root()
     return bool(root.params.get("debug")) or os.environ.get("AQ_DEBUG", "") not in ("", "0")
+
+
+def _print_version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value:  # only then is aq.cli.doctor (which finds QEMU) imported
+        from aq.cli.doctor import print_version
+
+        print_version(ctx, param, value)
 
 
 class AqGroup(click.Group):
@@ -57,7 +63,14 @@ def _usage_line(err: click.UsageError) -> str:
 
 
 @click.group(cls=AqGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="aq")
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_print_version,
+    help="Show aq's version and the QEMU it will use.",
+)
 @click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
 def cli(debug: bool) -> None:
     """aq: Alpine Linux virtual machines on QEMU.
@@ -69,15 +82,69 @@ def cli(debug: bool) -> None:
     """
 
 
-def _register() -> None:
-    from aq.cli import access, configure, images, info, power, vms
+# Where each command lives, in the order `aq --help` and the README list them. Only
+# the module of the command being run is imported: `aq exec` never pays for `aq new`.
+MODULES: dict[str, tuple[str, ...]] = {
+    "vms": ("new", "ls", "status", "rm", "history"),
+    "power": ("start", "stop"),
+    "access": ("exec", "console", "ssh", "cp"),
+    "images": ("images",),
+    "configure": ("config",),
+    "info": ("db",),
+    "doctor": ("doctor",),
+}
+_HOME = {name: module for module, names in MODULES.items() for name in names}
 
-    for module in (vms, power, access, images, configure, info):
-        for command in module.COMMANDS:
-            cli.add_command(command)
+
+class LazyCommands(dict):
+    """A group's commands, imported on demand: a lookup loads one module, a listing
+    loads them all (in MODULES order)."""
+
+    def _load(self, module: str) -> None:
+        from importlib import import_module
+
+        for command in import_module(f"aq.cli.{module}").COMMANDS:
+            dict.setdefault(self, command.name, command)
+
+    def _wants(self, name: object) -> None:
+        if isinstance(name, str) and not dict.__contains__(self, name) and name in _HOME:
+            self._load(_HOME[name])
+
+    def _everything(self) -> list[str]:
+        for module in MODULES:
+            self._load(module)
+        known = [n for names in MODULES.values() for n in names if dict.__contains__(self, n)]
+        return known + [n for n in dict.keys(self) if n not in _HOME]
+
+    def get(self, name, default=None):  # type: ignore[override]
+        self._wants(name)
+        return dict.get(self, name, default)
+
+    def __getitem__(self, name):  # type: ignore[override]
+        self._wants(name)
+        return dict.__getitem__(self, name)
+
+    def __contains__(self, name: object) -> bool:
+        self._wants(name)
+        return dict.__contains__(self, name)
+
+    def __iter__(self):  # type: ignore[override]
+        return iter(self._everything())
+
+    def __len__(self) -> int:
+        return len(self._everything())
+
+    def keys(self):  # type: ignore[override]
+        return self._everything()
+
+    def values(self):  # type: ignore[override]
+        return [dict.__getitem__(self, n) for n in self._everything()]
+
+    def items(self):  # type: ignore[override]
+        return [(n, dict.__getitem__(self, n)) for n in self._everything()]
 
 
-_register()
+cli.commands = LazyCommands()
 
 
 def main() -> None:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import click
 
 from aq import defaults
+from aq.cli import complete
 from aq.cli.output import json_option, note, print_json
 from aq.cli.render import vm_dict
 
 
 @click.command("start")
-@click.argument("name")
+@click.argument("name", shell_complete=complete.vm_name)
 @click.option(
     "--timeout",
     type=float,
@@ -41,7 +42,7 @@ def start(name: str, timeout: float, no_wait: bool, accel: str | None, as_json: 
 
 
 @click.command("stop")
-@click.argument("name")
+@click.argument("name", shell_complete=complete.vm_name)
 @click.option(
     "--timeout",
     type=float,

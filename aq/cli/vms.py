@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from aq import defaults
+from aq.cli import complete
 from aq.cli.output import iso, json_option, note, print_json, print_table
 from aq.cli.render import VM_HEADERS, forward_text, vm_dict, vm_row
 from aq.units import format_size
@@ -92,7 +93,7 @@ def ls(as_json: bool) -> None:
 
 
 @click.command("status")
-@click.argument("name")
+@click.argument("name", shell_complete=complete.vm_name)
 @json_option
 def status(name: str, as_json: bool) -> None:
     """Show one VM: state, last boot, ports, MAC, disk use and backing chain.
@@ -153,7 +154,7 @@ def _duration(seconds: float) -> str:
 
 
 @click.command("rm")
-@click.argument("name")
+@click.argument("name", shell_complete=complete.vm_name)
 @click.option("--force", is_flag=True, help="Remove even if it is running (it is stopped first).")
 def rm(name: str, force: bool) -> None:
     """Remove a VM and its disk. Its history stays in `aq history`.
@@ -168,7 +169,7 @@ def rm(name: str, force: bool) -> None:
 
 
 @click.command("history")
-@click.argument("name", required=False)
+@click.argument("name", required=False, shell_complete=complete.vm_name)
 @json_option
 def history(name: str | None, as_json: bool) -> None:
     """Show VM state transitions, oldest first (all VMs, removed ones included).

@@ -1,0 +1,92 @@
+"""Each command imports only what it needs: the command table loads one module per
+lookup, and `aq exec` on a running VM reaches the guest without SQLAlchemy."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.conftest import REPO
+
+
+def _fresh(code: str, env: dict | None = None) -> str:
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_the_table_names_every_module_command_in_order() -> None:
+    from aq.cli.main import MODULES, cli
+
+    for module, names in MODULES.items():
+        loaded = importlib.import_module(f"aq.cli.{module}").COMMANDS
+        assert tuple(c.name for c in loaded) == names
+    assert list(cli.commands) == [n for names in MODULES.values() for n in names]
+
+
+def test_a_lookup_imports_one_module() -> None:
+    code = (
+        "import sys\nfrom aq.cli.main import cli\n"
+        "assert cli.commands.get('new') is not None and 'nope' not in cli.commands\n"
+        "print(sorted(m for m in sys.modules if m.startswith('aq.cli.')))"
+    )
+    assert _fresh(code) == str(
+        ["aq.cli.complete", "aq.cli.main", "aq.cli.output", "aq.cli.render", "aq.cli.vms"]
+    )
+
+
+def _running_record(name: str, pid: int, started: float) -> None:
+    from aq.store.db import writing
+    from aq.store.models import Vm
+
+    with writing() as session:
+        vm = session.query(Vm).filter_by(name=name).one()
+        vm.state, vm.pid, vm.pid_started = "running", pid, started
+
+
+def test_exec_on_a_running_vm_skips_the_orm(aq, base_image, aq_home: Path) -> None:
+    from aq import paths
+    from aq.cli.access import _surely_running
+    from aq.qemu import process
+
+    assert aq("new", "fast").exit_code == 0
+    assert not _surely_running("fast")  # created, not running
+    pidfile = paths.vm_files("fast").pidfile
+    # A stand-in QEMU: a live process whose command line names the VM's pid file.
+    stand_in = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", str(pidfile)])
+    try:
+        ident = None
+        for _ in range(50):
+            ident = process.identity(stand_in.pid)
+            if ident:
+                break
+            time.sleep(0.05)
+        assert ident is not None
+        _running_record("fast", ident.pid, ident.started)
+        assert _surely_running("fast")
+        code = (
+            "import sys\nfrom aq.cli.main import cli\n"
+            "try:\n    cli.main(['exec', 'fast', '--', 'true'], prog_name='aq')\n"
+            "except SystemExit as done:\n    print(done.code)\n"
+            "print('sqlalchemy' in sys.modules)"
+        )
+        # No agent answers the stand-in: aq's own failure (255), and no ORM on the way.
+        assert _fresh(code, {"AQ_HOME": str(aq_home)}).splitlines() == ["255", "False"]
+    finally:
+        stand_in.kill()
+        stand_in.wait()
+    assert not _surely_running("fast")  # its QEMU is gone: the full store decides
+    done = aq("exec", "fast", "--", "true")
+    assert done.exit_code == 255 and "crashed" not in done.stdout
+    assert aq("status", "fast", "--json").stdout.count('"stopped"') >= 1
