@@ -113,10 +113,13 @@ def slot(files: VmFiles, wait: float = 60.0) -> Iterator[Slot]:
     deadline = time.monotonic() + wait
     first = os.getpid() % SLOTS
     while True:
+        plugged = [n for n in range(SLOTS) if files.exec_socket(n, "ctl").exists()]
+        if not plugged:  # none plugged in (aq.readiness): the VM is not up
+            _connect(files.exec_socket(0, "ctl"), 1).close()  # says why, one line
         for offset in range(SLOTS):
             number = (first + offset) % SLOTS
-            if not files.exec_socket(number, "ctl").exists():
-                continue  # not plugged in (yet): see aq.qemu.hotplug
+            if number not in plugged:
+                continue  # not plugged in yet
             fd = _try_lock(files.exec_lock(number))
             if fd is not None:
                 break
