@@ -43,8 +43,16 @@ def spec(vm: Vm, files: VmFiles) -> cmdline.MachineSpec:
             f"name=opt/aq/boot,file={files.fw_boot}",
             "-fw_cfg",
             f"name=opt/aq/agent,file={files.fw_agent}",
+            *vmgenid(vm.arch),
         ),
     )
+
+
+def vmgenid(arch: str) -> tuple[str, ...]:
+    """QEMU's VM generation ID device (x86 ACPI): a new ID at every resume of a saved
+    state, so the guest kernel reseeds its RNG (clones of one snapshot must not share
+    random numbers). It must be there at the boot, since a resume keeps the boot's devices."""
+    return ("-device", "vmgenid") if arch == "x86_64" else ()
 
 
 def argv(vm: Vm, files: VmFiles, host: HostInfo) -> list[str]:

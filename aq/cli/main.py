@@ -70,9 +70,9 @@ def cli(debug: bool) -> None:
 
 
 def _register() -> None:
-    from aq.cli import access, configure, images, info, power, vms
+    from aq.cli import access, configure, images, info, power, snapshot, vms
 
-    for module in (vms, power, access, images, configure, info):
+    for module in (vms, power, snapshot, access, images, configure, info):
         for command in module.COMMANDS:
             cli.add_command(command)
 
