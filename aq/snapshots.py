@@ -229,6 +229,7 @@ def _roll_forward(name: str, files: paths.VmFiles) -> Image | None:
     if nxt.exists():
         nxt.rename(disk)
     _rebase(name, files, journal, snap)
+    disk.chmod(0o600)
     snap.chmod(0o400)
     with writing() as session:
         vm = find(session, name)

@@ -28,7 +28,7 @@ def exclusive(files: paths.VmFiles, name: str, action: str):
     """One suspend or snapshot at a time per VM; another is told who holds it."""
     from filelock import FileLock, Timeout
 
-    lock = FileLock(str(files.state_lock))
+    lock = FileLock(str(files.state_lock), mode=0o600)
     try:
         lock.acquire(timeout=0)
     except Timeout:
