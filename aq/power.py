@@ -182,7 +182,7 @@ def start(
     files = paths.vm_files(name)
     before = process.from_pidfile(files.pidfile)
     undo = lambda: _kill_launched(files, before)  # noqa: E731
-    plan = resume.choose(vm, host, binary, cold)
+    vm, plan = resume.choose(vm, host, binary, cold)
     try:
         with bracket(vm.id, State.BOOTING, "abort", undo, "start") as move:
             if plan is not None:

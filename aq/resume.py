@@ -26,6 +26,7 @@ from aq.qemu.hostinfo import HostInfo
 from aq.savedstate import Facts, SaveFailed, instantiate, load, problem
 from aq.store.db import writing
 from aq.store.models import SavedState, Vm
+from aq.vm import find
 
 RESUMED = "resumed"
 
@@ -60,23 +61,30 @@ def discard(vm_id: int, reason: str, note: bool = True) -> None:
         path.unlink(missing_ok=True)
 
 
-def choose(vm: Vm, host: HostInfo, binary: str, cold: bool) -> Plan | None:
-    """The saved state to resume `vm` from, or None (after discarding an unusable one)."""
+def choose(vm: Vm, host: HostInfo, binary: str, cold: bool) -> tuple[Vm, Plan | None]:
+    """The VM's record (its disk tidied, aq.snapshots.tidy) and the saved state to
+    resume it from, or None (after discarding an unusable one)."""
+    from aq import snapshots
+
     files = paths.vm_files(vm.name)
     files.saved_state_part.unlink(missing_ok=True)  # an interrupted suspend's leftovers
+    snapshots.repair(vm.name)
+    snapshots.tidy(vm.name)
     with writing() as session:
+        vm = find(session, vm.name)
+        session.refresh(vm, ["forwards"])
         state = session.scalars(select(SavedState).where(SavedState.vm_id == vm.id)).first()
         if state is None or Path(state.path) != files.saved_state:
             # a suspend killed after writing its file but before recording it
             files.saved_state.unlink(missing_ok=True)
         if state is None:
-            return None
+            return vm, None
         why = "--cold" if cold else problem(state, vm, Facts(binary, host.arch, host.accel))
         if why is None:
             argv = json.loads(state.argv)
-            return Plan(state.id, Path(state.path), state.owned, state.source_vm_id, argv)
+            return vm, Plan(state.id, Path(state.path), state.owned, state.source_vm_id, argv)
     discard(vm.id, why)
-    return None
+    return vm, None
 
 
 def consumed(vm_id: int, plan: Plan) -> None:

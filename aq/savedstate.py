@@ -33,6 +33,8 @@ from aq.store.models import SavedState, Vm
 MIGRATE_TIMEOUT = 300.0  # seconds for a save or a load to complete
 SLACK = 64 << 20  # a stream may exceed the guest's RAM by device state, but not by much
 VMDIR, SOCKDIR, NAME, MAC, NETDEV = "@VMDIR@", "@SOCKDIR@", "@NAME@", "@MAC@", "@NETDEV@"
+DISK = "@DISK@"  # the VM's disk now (a live snapshot gives it a new overlay)
+DISK_FILE = re.compile(r"(^|,)file=([^,]*/disk[^,/]*\.qcow2)(,|$)")
 
 
 class SaveFailed(AqError):
@@ -118,6 +120,8 @@ def template(argv: list[str], vm: Vm, files: paths.VmFiles) -> list[str]:
             continue
         if previous == "-name":
             arg = f"guest={NAME}"
+        elif previous == "-drive" and DISK_FILE.search(arg):
+            arg = DISK_FILE.sub(rf"\1file={DISK}\3", arg)
         elif previous == "-netdev" and arg.startswith("user,"):
             arg = NETDEV
         else:
@@ -143,6 +147,7 @@ def instantiate(
         if arg == NETDEV:
             out.append(netdev)
             continue
+        arg = arg.replace(f"file={DISK}", f"file={vm.disk_path}")
         arg = arg.replace(SOCKDIR + "/", _sockdir(files) + "/")
         arg = arg.replace(VMDIR + "/", f"{files.root}/")
         out.append(arg.replace(f"guest={NAME}", f"guest={vm.name}").replace(MAC, vm.mac))

@@ -34,9 +34,9 @@ from aq.images import catalog
 from aq.lifecycle import State
 from aq.names import validate_name
 from aq.qemu import img, process
+from aq.statelock import exclusive
 from aq.store.db import reading, writing
 from aq.store.models import Image, SavedState, Vm
-from aq.suspend import exclusive
 from aq.vm import find
 
 
@@ -102,6 +102,7 @@ def _register(session, vm: Vm, tag: str, snap: Path) -> Image:
 def _stopped(name: str, tag: str, files: paths.VmFiles) -> Image:
     snap = paths.snapshot_disk(tag, secrets.token_hex(4))
     disk = files.disk
+    tidy(name)
     with writing() as session:
         vm = find(session, name)
         if vm.state not in (State.CREATED, State.STOPPED):
@@ -154,6 +155,11 @@ def _live(vm: Vm, tag: str, files: paths.VmFiles) -> Image:
 
     assert vm.pid and vm.pid_started
     ident = process.Identity(vm.pid, vm.pid_started)
+    if os.stat(files.root).st_dev != os.stat(paths.images_dir()).st_dev:
+        raise AqError(
+            "a live snapshot needs the VM's folder and the images folder on one filesystem",
+            hint=f"stop the VM (`aq stop {vm.name}`) and snapshot it stopped",
+        )
     status, _, err = channel.capture(files, ["sync"], timeout=120)
     if status != 0:
         raise AqError(f"could not sync the guest's filesystems: {err[:200]!r}")
@@ -162,7 +168,13 @@ def _live(vm: Vm, tag: str, files: paths.VmFiles) -> Image:
     memory = paths.snapshot_memory(snap)
     part = memory.with_name(memory.name + ".part")
     argv = savedstate.running_argv(ident.pid, files)
-    journal = {"kind": "live", "tag": tag, "snap": str(snap), "memory": str(memory)}
+    journal = {
+        "kind": "live",
+        "tag": tag,
+        "snap": str(snap),
+        "memory": str(memory),
+        "disk": vm.disk_path,
+    }
     with Monitor(files.qmp, connect_timeout=5, command_timeout=60) as qmp:
         version, machine = savedstate.capture_facts(qmp)
         device = _node(qmp, files)
@@ -195,12 +207,12 @@ def _live(vm: Vm, tag: str, files: paths.VmFiles) -> Image:
 
 
 def _rebase(name: str, files: paths.VmFiles, journal: dict, snap: Path) -> None:
-    """disk.qcow2's header names the snapshot as its backing file."""
+    """The new overlay's header names the snapshot file as its backing file."""
     from aq.qemu.monitor import Monitor, MonitorError
 
     with reading() as session:
         vm = find(session, name)
-    qemu = process.Identity(vm.pid, vm.pid_started) if vm and vm.pid and vm.pid_started else None
+    qemu = process.Identity(vm.pid, vm.pid_started) if vm.pid and vm.pid_started else None
     if qemu is not None and process.is_alive(qemu, files.pidfile):
         try:
             with Monitor(files.qmp, connect_timeout=5) as qmp:
@@ -213,24 +225,28 @@ def _rebase(name: str, files: paths.VmFiles, journal: dict, snap: Path) -> None:
         except MonitorError:
             if process.is_alive(qemu, files.pidfile):
                 raise
-    img.rebase_unsafe(files.disk, snap, "qcow2")
+    img.rebase_unsafe(Path(journal["next"]), snap, "qcow2")
 
 
 def _roll_forward(name: str, files: paths.VmFiles) -> Image | None:
-    """Finish the journal's live snapshot: files renamed, chain fixed, recorded."""
+    """Finish the journal's live snapshot: the frozen disk linked into the images
+    folder, the new overlay made the VM's disk and based on it, all recorded.
+
+    Files QEMU has open are never renamed (QEMU reopens them by name, and a migration
+    then fails): the frozen disk gets a second name (a hard link) and the VM's disk
+    becomes the new overlay under its disk.next-* name until the next start (tidy)."""
     journal = json.loads(_journal(files).read_text())
     snap, memory = Path(journal["snap"]), Path(journal["memory"])
-    disk, nxt = files.disk, Path(journal["next"])
-    if not snap.exists() and not nxt.exists():  # QEMU never switched: nothing happened
+    old, nxt = Path(journal["disk"]), Path(journal["next"])
+    if not nxt.exists():  # QEMU never switched: nothing happened
+        memory.unlink(missing_ok=True)
         _journal(files).unlink(missing_ok=True)
         return None
     if not snap.exists():
-        disk.rename(snap)
-    if nxt.exists():
-        nxt.rename(disk)
+        os.link(old, snap)
     _rebase(name, files, journal, snap)
-    disk.chmod(0o600)
     snap.chmod(0o400)
+    nxt.chmod(0o600)
     with writing() as session:
         vm = find(session, name)
         image = session.scalars(select(Image).where(Image.path == str(snap))).first()
@@ -239,6 +255,7 @@ def _roll_forward(name: str, files: paths.VmFiles) -> Image | None:
             if session.scalars(select(Image).where(Image.tag == tag)).first() is not None:
                 tag = f"{tag}-{snap.stem.rsplit('-', 1)[-1]}"
             image = _register(session, vm, tag, snap)
+            vm.disk_path = str(nxt)
             if memory.exists():
                 version, machine, accel = journal["facts"]
                 record = savedstate.new_record(
@@ -256,6 +273,24 @@ def _roll_forward(name: str, files: paths.VmFiles) -> Image | None:
                 session.add(record)
     _journal(files).unlink(missing_ok=True)
     return image
+
+
+def tidy(name: str) -> None:
+    """With no QEMU running, give the VM's disk its usual name again: after a live
+    snapshot it is disk.next-*, and disk.qcow2 is the snapshot's second name."""
+    files = paths.vm_files(name)
+    with writing() as session:
+        vm = find(session, name)
+        current = Path(vm.disk_path)
+        if current == files.disk or not current.exists() or vm.pid is not None:
+            return
+        base = session.get(Image, vm.base_image_id) if vm.base_image_id else None
+        if files.disk.exists():
+            if base is None or not os.path.samefile(files.disk, base.path):
+                return  # not a second name of the snapshot: leave it alone
+            files.disk.unlink()
+        current.rename(files.disk)
+        vm.disk_path = str(files.disk)
 
 
 def repair(name: str) -> None:

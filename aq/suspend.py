@@ -10,36 +10,16 @@ and matches the disk as QEMU left it.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 from aq import lifecycle, paths, reconcile, savedstate
-from aq.errors import Conflict, WrongState
+from aq.errors import WrongState
 from aq.lifecycle import State
 from aq.moves import Outcome, bracket
 from aq.qemu import process
+from aq.statelock import exclusive
 from aq.store.db import writing
 from aq.store.models import SavedState, Vm
 from aq.units import format_size
 from aq.vm import find
-
-
-@contextmanager
-def exclusive(files: paths.VmFiles, name: str, action: str):
-    """One suspend or snapshot at a time per VM; another is told who holds it."""
-    from filelock import FileLock, Timeout
-
-    lock = FileLock(str(files.state_lock), mode=0o600)
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        raise Conflict(
-            f"cannot {action} VM '{name}': another aq process is suspending or snapshotting it",
-            hint=f"wait for it, then see `aq status {name}`",
-        ) from None
-    try:
-        yield
-    finally:
-        lock.release()
 
 
 def _begin(name: str) -> Vm:
@@ -59,6 +39,9 @@ def suspend(name: str) -> Outcome:
     reconcile.reconcile(name)
     files = paths.vm_files(name)
     with exclusive(files, name, "suspend"):
+        from aq.snapshots import repair
+
+        repair(name)
         vm = _begin(name)
         assert vm.pid and vm.pid_started
         ident = process.Identity(vm.pid, vm.pid_started)

@@ -31,7 +31,7 @@ def twins(installed, shared_vm):
             for name in CLONES
         ]
         for proc in starts:
-            out, err = proc.communicate(timeout=900)
+            _, err = proc.communicate(timeout=900)
             assert proc.returncode == 0, err
         yield CLONES
     finally:

@@ -29,7 +29,8 @@ LAYERS: dict[str, int] = {
     "aq.clones": 3,
     "aq.resume": 3,
     "aq.identity": 3,
-    "aq.savedstate": 2,  # records: what a saved state is and needs
+    "aq.savedstate": 2,
+    "aq.statelock": 2,  # records: what a saved state is and needs
     "aq.machine": 2,  # what a VM's QEMU runs with
     "aq.sshkeys": 2,
     "aq.reconcile": 2,  # records: the store made true

@@ -169,7 +169,7 @@ def test_usable_saved_state_is_chosen(aq, base_image) -> None:
     assert aq("new", "sus").exit_code == 0
     vm = _vm("sus")
     _fake_saved_state(vm, savedstate.resolve_machine(QEMU, "pc"))
-    plan = resume.choose(vm, HostInfo("linux", "x86_64", "tcg"), QEMU, cold=False)
+    _, plan = resume.choose(vm, HostInfo("linux", "x86_64", "tcg"), QEMU, cold=False)
     assert plan is not None and plan.path == paths.vm_files("sus").saved_state
 
 
@@ -196,7 +196,8 @@ def test_unusable_saved_state_is_discarded_with_its_reason(aq, base_image, chang
     if change == "file":
         files.saved_state.unlink()
     accel = "kvm" if change == "accel" else "tcg"
-    plan = resume.choose(vm, HostInfo("linux", "x86_64", accel), QEMU, cold=change == "cold")
+    host = HostInfo("linux", "x86_64", accel)
+    _, plan = resume.choose(vm, host, QEMU, cold=change == "cold")
     assert plan is None
     assert not files.saved_state.exists()
     with reading() as session:
