@@ -143,10 +143,15 @@ def _move_memory(session, vm: Vm, held: SavedState, image: Image, files: paths.V
 def _node(qmp, files: paths.VmFiles) -> str:
     """The block device whose active image is in the VM's folder (its disk; after an
     earlier live snapshot QEMU still knows it by its disk.next-* name)."""
-    for device in qmp.command("query-block"):
-        inserted = device.get("inserted") or {}
-        if Path(inserted.get("file", "/")).parent == files.root:
+    devices = [d for d in qmp.command("query-block") if d.get("inserted")]
+    for device in devices:
+        if Path(device["inserted"].get("file", "/")).parent == files.root:
             return device.get("device") or device["qdev"]
+    # After a live snapshot QEMU may name the active image by a json: description;
+    # the VM's one writable drive is its disk.
+    writable = [d for d in devices if not d["inserted"].get("ro")]
+    if len(writable) == 1:
+        return writable[0].get("device") or writable[0]["qdev"]
     raise AqError("QEMU has no drive for the VM's disk", hint="stop and start it, then retry")
 
 
