@@ -58,14 +58,40 @@ def spec(
             f"name=opt/aq/boot,file={files.fw_boot}",
             "-fw_cfg",
             f"name=opt/aq/agent,file={files.fw_agent}",
+            *vmgenid(vm.arch),
         ),
     )
+
+
+def vmgenid(arch: str) -> tuple[str, ...]:
+    """QEMU's VM generation ID device (x86 ACPI): a new ID at every resume of a saved
+    state, so the guest kernel reseeds its RNG (clones of one snapshot must not share
+    random numbers). It must be there at the boot, since a resume keeps the boot's devices."""
+    return ("-device", "vmgenid") if arch == "x86_64" else ()
 
 
 def argv(
     vm: Vm, files: VmFiles, host: HostInfo, boot: Copy | None = None, slots: int = BOOT_SLOTS
 ) -> list[str]:
     return cmdline.build(spec(vm, files, boot, slots), host)
+
+
+def plugged_slots_argv(files: VmFiles) -> list[str]:
+    """Every slot's ports as command-line devices, as hotplug left them once the VM was
+    ready (same order, so the same port numbers; same ids): a saved state of a VM
+    resumes only on a QEMU with the very devices it had (aq.savedstate)."""
+    args: list[str] = []
+    for slot in range(SLOTS):
+        for stream in paths.EXEC_STREAMS:
+            port = cmdline.exec_port(slot, stream)
+            path = _sock(files.exec_socket(slot, stream))
+            args += ["-chardev", cmdline.chardev_socket(port.ident, path)]
+            args += [
+                "-device",
+                f"virtserialport,bus={cmdline.SERIAL_BUS}.0,chardev={port.ident},"
+                f"name={port.name},id=dev-{port.ident}",
+            ]
+    return args
 
 
 def add_slots(files: VmFiles, slots: range) -> None:

@@ -139,6 +139,16 @@ def inside_images(path: Path | str) -> Path:
     return resolved
 
 
+def snapshot_disk(tag: str, token: str) -> Path:
+    """A snapshot's frozen disk (read-only once made)."""
+    return images_dir() / f"snapshot-{tag}-{token}.qcow2"
+
+
+def snapshot_memory(disk: Path) -> Path:
+    """A live snapshot's memory and device state, beside its disk."""
+    return disk.with_suffix(".state")
+
+
 def base_stem(version: str, arch: str) -> str:
     """The name shared by a release's base disk, its transcript and its work folder."""
     return f"alpine-{version}-{arch}-base"
@@ -255,6 +265,26 @@ class VmFiles:
 
     def exec_lock(self, slot: int) -> Path:
         return self.root / f"exec{slot}.lock"
+
+    @property
+    def saved_state(self) -> Path:
+        """`aq suspend`'s memory and device state (a QEMU migration stream)."""
+        return self.root / "saved.state"
+
+    @property
+    def saved_state_part(self) -> Path:
+        """A saved state being written; it never counts until renamed to saved_state."""
+        return self.root / "saved.state.part"
+
+    def disk_next(self, token: str) -> Path:
+        """A live snapshot's new overlay, until it takes disk.qcow2's name (unique per
+        snapshot: QEMU refuses to create a file named as its backing file)."""
+        return self.root / f"disk.next-{token}.qcow2"
+
+    @property
+    def state_lock(self) -> Path:
+        """Held while a suspend or snapshot works on this VM (one at a time)."""
+        return self.root / "state.lock"
 
 
 def vm_files(name: str) -> VmFiles:

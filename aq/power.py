@@ -24,6 +24,7 @@ from aq import (
     paths,
     readiness,
     reconcile,
+    resume,
 )
 from aq.console.expect import transcript_tail
 from aq.errors import AqError, Conflict, GuestTimeout, WrongState
@@ -139,8 +140,12 @@ def start(
     timeout: float = defaults.BOOT_TIMEOUT,
     accel: str | None = None,
     progress: Progress | None = None,
+    cold: bool = False,
 ) -> Outcome:
-    """Boot the VM; with `wait`, return once the guest is ready for commands."""
+    """Boot the VM; with `wait`, return once the guest is ready for commands.
+
+    A VM holding a usable saved state resumes from it instead (aq.resume); `cold`
+    discards it."""
     progress = progress or Progress()
     reconcile.reconcile(name)
     host = detect(accel)
@@ -152,8 +157,13 @@ def start(
         return Outcome(vm, False, f"{name} is already running")
     before = process.from_pidfile(files.pidfile)
     undo = lambda: _kill_launched(files, before)  # noqa: E731
+    vm, plan = resume.choose(vm, host, binary, cold)
     try:
         with bracket(vm.id, State.BOOTING, "abort", undo, "start") as move:
+            if plan is not None:
+                resumed = _resume(vm, files, host, binary, plan, timeout, progress)
+                if resumed is not None:
+                    return Outcome(move.finish("ready", resumed), True, f"{name} resumed")
             machine.write_guest_files(vm, files)
             bootcopy.invalidate(files)  # the guest may change its kernel from now on
             argv = machine.argv(vm, files, host, boot)
@@ -177,6 +187,22 @@ def start(
             return Outcome(vm, True, f"{name} is running")
     except BootFailed as failed:
         raise _boot_error(files, failed) from None
+
+
+def _resume(vm, files, host, binary, plan, timeout, progress) -> str | None:
+    """The `ready` detail of a resume, or None when the saved state was refused (it is
+    discarded, with the reason in the history, and the caller boots cold)."""
+    progress.step(f"resuming {vm.name} from its saved state")
+    launched = time.monotonic()
+    try:
+        ident = resume.launch(vm, files, host, binary, plan)
+    except resume.SaveFailed as failed:
+        resume.discard(vm.id, failed.reason)
+        return None
+    _record_pid(vm.id, ident)
+    resume.consumed(vm.id, plan)
+    how = resume.wake(vm, files, plan, timeout)
+    return f"{how}; " + boottime.ready_detail(time.monotonic() - launched, ident.pid)
 
 
 from aq.stopping import remove, stop  # noqa: E402  (the other half of power; re-exported)

@@ -26,6 +26,13 @@ LAYERS: dict[str, int] = {
     "aq.ssh": 3,
     "aq.images": 3,
     "aq.doctor": 3,  # checks what aq needs from the host
+    "aq.suspend": 3,  # operations: suspend, snapshot, resume, clones
+    "aq.snapshots": 3,
+    "aq.clones": 3,
+    "aq.resume": 3,
+    "aq.identity": 3,
+    "aq.savedstate": 2,
+    "aq.statelock": 2,  # records: what a saved state is and needs
     "aq.machine": 2,  # what a VM's QEMU runs with
     "aq.sshkeys": 2,
     "aq.reconcile": 2,  # records: the store made true

@@ -87,6 +87,7 @@ def cli(debug: bool) -> None:
 MODULES: dict[str, tuple[str, ...]] = {
     "vms": ("new", "ls", "status", "rm", "history"),
     "power": ("start", "stop"),
+    "snapshot": ("suspend", "snapshot"),
     "access": ("exec", "console", "ssh", "cp"),
     "images": ("images",),
     "configure": ("config",),

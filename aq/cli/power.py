@@ -25,16 +25,19 @@ from aq.cli.render import vm_dict
     type=click.Choice(defaults.ACCELS),
     help="Accelerator (default: hvf on macOS, KVM if usable, else TCG; or AQ_ACCEL).",
 )
+@click.option("--cold", is_flag=True, help="Discard a saved state (aq suspend) and boot.")
 @json_option
-def start(name: str, timeout: float, no_wait: bool, accel: str | None, as_json: bool) -> None:
-    """Boot a VM and wait until it is ready for commands.
+def start(
+    name: str, timeout: float, no_wait: bool, accel: str | None, cold: bool, as_json: bool
+) -> None:
+    """Boot a VM (or resume its saved state) and wait until it is ready for commands.
 
     \b
     aq start guest-1 && aq exec guest-1 -- uname -a
     """
     from aq import power
 
-    outcome = power.start(name, wait=not no_wait, timeout=timeout, accel=accel)
+    outcome = power.start(name, wait=not no_wait, timeout=timeout, accel=accel, cold=cold)
     if as_json:
         print_json({**vm_dict(outcome.vm), "changed": outcome.changed})
     else:

@@ -45,20 +45,28 @@ def _size(_ctx, _param, value: str | None) -> int | None:
     help="Forward a host port to the guest; GUEST alone lets aq pick the host port. "
     "ADDR is IPv4 (QEMU's user network forwards no IPv6 host address).",
 )
+@click.option("--from", "tag", metavar="TAG", help="Spawn on a snapshot (`aq snapshot ls`).")
+@click.option("--count", type=click.IntRange(1, 256), help="With --from: make NAME-1 ... NAME-N.")
 @json_option
-def new(name, cpus, memory, disk_size, ports, as_json) -> None:
+def new(name, cpus, memory, disk_size, ports, tag, count, as_json) -> None:
     """Create a VM (a copy-on-write overlay on the Alpine base) without starting it.
 
     With no NAME, aq picks a readable random one. Each VM gets its own MAC address
-    and an SSH port on 127.0.0.1.
+    and an SSH port on 127.0.0.1. With --from TAG the VM stands on a snapshot; a
+    live snapshot's clones resume already booted, each with its own identity.
 
     \b
     aq new guest-1 -p 8080:80 --disk-size 8G
+    aq new web --from ready --count 3
     """
     from aq import vm
     from aq.images.base import ensure_base
     from aq.netspec import parse_forward
     from aq.progress import Progress
+
+    if tag is not None or count is not None:
+        _new_from(name, tag, count, cpus, memory, disk_size, ports, as_json)
+        return
 
     spec = vm.NewVm(
         name=name,
@@ -73,6 +81,27 @@ def new(name, cpus, memory, disk_size, ports, as_json) -> None:
         print_json(vm_dict(created))
     else:
         click.echo(created.name)
+
+
+def _new_from(name, tag, count, cpus, memory, disk_size, ports, as_json) -> None:
+    from aq import clones
+    from aq.errors import InvalidInput
+    from aq.netspec import parse_forward
+
+    if tag is None:
+        raise InvalidInput("--count needs --from TAG", hint="aq new NAME --from TAG --count N")
+    if name is None:
+        raise InvalidInput("--from needs a NAME", hint=f"aq new NAME --from {tag}")
+    if disk_size is not None:
+        raise InvalidInput("--disk-size cannot change a snapshot's disk", hint="leave it out")
+    made = clones.spawn(
+        clones.clone_names(name, count), tag, cpus, memory, [parse_forward(p) for p in ports]
+    )
+    if as_json:
+        print_json([vm_dict(v) for v in made] if count is not None else vm_dict(made[0]))
+    else:
+        for created in made:
+            click.echo(created.name)
 
 
 @click.command("ls")

@@ -69,12 +69,14 @@ def _delete_files(image_paths: list[str]) -> None:
 
 
 def prune() -> list[ImageRow]:
-    """Remove every image no VM uses (ISOs, unused bases); return what was removed."""
+    """Remove every image no VM uses (ISOs, unused bases); return what was removed.
+
+    Snapshots are kept: the user made each on purpose (`aq snapshot rm` removes one)."""
     removed: list[ImageRow] = []
     with writing() as session:
         used = catalog.users(session)
         for image in session.scalars(select(Image).order_by(Image.id)):
-            if used.get(image.id):
+            if used.get(image.id) or image.kind == "snapshot":  # `aq snapshot rm` only
                 continue
             children = session.scalars(select(Image.id).where(Image.parent_id == image.id))
             if children.first() is not None:
@@ -97,6 +99,12 @@ def remove(image_id: int) -> ImageRow:
             raise Conflict(
                 f"image {image_id} backs VM(s) {', '.join(users)}",
                 hint="remove those VMs first (`aq rm NAME`)",
+            )
+        children = session.scalars(select(Image.id).where(Image.parent_id == image.id)).all()
+        if children:
+            raise Conflict(
+                f"image {image_id} backs image(s) {', '.join(map(str, children))}",
+                hint="remove those first (`aq snapshot rm TAG`, `aq images rm ID`)",
             )
         _check_deletable(image)
         row = _row(image, [])

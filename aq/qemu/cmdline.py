@@ -133,7 +133,7 @@ def _machine(spec: MachineSpec, host: HostInfo) -> list[str]:
     return [*args, "-smp", str(cpus), "-m", str(spec.memory_mib)]
 
 
-def _chardev_socket(ident: str, path: Path, log: Path | None = None) -> str:
+def chardev_socket(ident: str, path: Path, log: Path | None = None) -> str:
     value = f"socket,id={ident},path={path},server=on,wait=off"
     if log is not None:
         value += f",logfile={log},logappend=on"
@@ -167,12 +167,12 @@ def _network(spec: MachineSpec) -> list[str]:
 
 def _channels(spec: MachineSpec) -> list[str]:
     sockets = spec.sockets
-    args = ["-chardev", _chardev_socket("console", sockets.console, sockets.console_log)]
+    args = ["-chardev", chardev_socket("console", sockets.console, sockets.console_log)]
     args += ["-serial", "chardev:console"]
     if sockets.qmp is not None:
         args += [
             "-chardev",
-            _chardev_socket("qmp", sockets.qmp),
+            chardev_socket("qmp", sockets.qmp),
             "-mon",
             "chardev=qmp,mode=control",
         ]
@@ -181,7 +181,7 @@ def _channels(spec: MachineSpec) -> list[str]:
         for slot, streams in enumerate(sockets.exec_sockets):
             for stream, path in zip(EXEC_STREAMS, streams, strict=True):
                 port = exec_port(slot, stream)
-                args += ["-chardev", _chardev_socket(port.ident, path)]
+                args += ["-chardev", chardev_socket(port.ident, path)]
                 args += [
                     "-device",
                     f"virtserialport,bus={SERIAL_BUS}.0,chardev={port.ident},name={port.name}",

@@ -42,6 +42,11 @@ def create_overlay(path: Path, backing: Path, backing_format: str, size: int | N
     _run(args)
 
 
+def rebase_unsafe(path: Path, backing: Path, backing_format: str) -> None:
+    """Rewrite the backing file name in `path`'s header (the data is not touched)."""
+    _run(["rebase", "-u", "-b", str(backing), "-F", backing_format, str(path)])
+
+
 def info(path: Path, chain: bool = False) -> list[dict]:
     """`qemu-img info --output=json`, one dict per image (the backing chain if asked)."""
     args = ["info", "--output=json", "-U"]

@@ -42,7 +42,10 @@ class Image(Base):
     """
 
     __tablename__ = "images"
-    __table_args__ = (CheckConstraint("kind IN ('iso', 'base', 'snapshot')", name="image_kind"),)
+    __table_args__ = (
+        CheckConstraint("kind IN ('iso', 'base', 'snapshot')", name="image_kind"),
+        Index("images_snapshot_tag", "tag", unique=True, sqlite_where=text("tag IS NOT NULL")),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     kind: Mapped[str] = mapped_column(String(16))
@@ -57,6 +60,7 @@ class Image(Base):
     source_id: Mapped[int | None] = mapped_column(ForeignKey("images.id", ondelete="SET NULL"))
     iso_sha256: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    tag: Mapped[str | None] = mapped_column(String(63))  # snapshots: the user's name for it
 
     parent: Mapped[Image | None] = relationship(remote_side=[id], foreign_keys=[parent_id])
 
@@ -169,3 +173,38 @@ class Release(Base):
     released: Mapped[str | None] = mapped_column(String(32))
     mirror: Mapped[str] = mapped_column(Text)
     fetched_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class SavedState(Base):
+    """A paused VM's memory and device state (a QEMU migration stream in a file).
+
+    Held by a stopped VM (`aq suspend`, or a clone of a live snapshot) or by a snapshot
+    image (a live snapshot's memory). Usable only while every recorded fact still holds
+    (aq.savedstate.problem): otherwise aq boots cold and says why. `argv` is the boot's
+    own QEMU command line (JSON, VM-specific parts as placeholders), so resuming never
+    depends on how aq builds command lines today. `disk` names the disk state the
+    memory belongs to. `owned`: the file is this row's to delete (a clone's is not).
+    """
+
+    __tablename__ = "saved_states"
+    __table_args__ = (
+        CheckConstraint("(vm_id IS NULL) != (image_id IS NULL)", name="saved_state_owner"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    vm_id: Mapped[int | None] = mapped_column(ForeignKey("vms.id", ondelete="CASCADE"), unique=True)
+    image_id: Mapped[int | None] = mapped_column(
+        ForeignKey("images.id", ondelete="CASCADE"), unique=True
+    )
+    path: Mapped[str] = mapped_column(Text)
+    owned: Mapped[bool] = mapped_column(default=True)
+    source_vm_id: Mapped[int | None] = mapped_column(Integer)  # whose memory it is
+    size: Mapped[int] = mapped_column(Integer)
+    qemu_version: Mapped[str] = mapped_column(String(128))
+    machine: Mapped[str] = mapped_column(String(64))
+    accel: Mapped[str] = mapped_column(String(8))
+    arch: Mapped[str] = mapped_column(String(16))
+    memory_mib: Mapped[int] = mapped_column(Integer)
+    argv: Mapped[str] = mapped_column(Text)
+    disk: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

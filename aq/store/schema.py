@@ -3,6 +3,6 @@
 A test checks that it equals the head of migrations/versions.
 """
 
-HEAD_REVISION = "0003"
+HEAD_REVISION = "0004_snapshots"
 # Every revision this aq can migrate from; anything else was written by a newer aq.
-KNOWN_REVISIONS = ("0001", "0002", "0003")
+KNOWN_REVISIONS = ("0001", "0002", "0003", "0004_snapshots")
