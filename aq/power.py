@@ -17,14 +17,14 @@ import time
 
 from aq import alloc, bootcopy, boottime, defaults, lifecycle, machine, paths, reconcile
 from aq.console.expect import transcript_tail
-from aq.errors import AqError, Conflict, GuestTimeout, WrongState
+from aq.errors import AqError, Conflict, GuestTimeout, NotFound, WrongState
 from aq.guest import channel
 from aq.lifecycle import State
 from aq.moves import Outcome, bracket
 from aq.progress import Progress
 from aq.qemu import process
 from aq.qemu.hostinfo import HostInfo, detect, qemu_binary
-from aq.store.db import writing
+from aq.store.db import reading, writing
 from aq.store.models import Vm
 from aq.vm import find
 
@@ -160,6 +160,16 @@ def _kill_launched(files: paths.VmFiles, before: process.Identity | None) -> Non
         process.kill(ident, files.pidfile)
 
 
+def _arch_of(name: str) -> str | None:
+    """The VM's recorded arch (emulated when it is not the host's); None if unknown
+    (then the start fails on the missing VM with the usual error)."""
+    try:
+        with reading() as session:
+            return find(session, name).arch
+    except NotFound:
+        return None
+
+
 def start(
     name: str,
     wait: bool = True,
@@ -170,7 +180,7 @@ def start(
     """Boot the VM; with `wait`, return once the guest is ready for commands."""
     progress = progress or Progress()
     reconcile.reconcile(name)
-    host = detect(accel)
+    host = detect(accel, _arch_of(name))
     binary = qemu_binary(host.arch)
     files = paths.vm_files(name)
     boot, why = bootcopy.usable(files)
