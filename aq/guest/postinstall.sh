@@ -92,15 +92,22 @@ fi
 if [ -f "$mnt/etc/default/grub" ] && ! grep -q "console=$tty" "$mnt/etc/default/grub"; then
 	sed -i "s|^GRUB_CMDLINE_LINUX_DEFAULT=\"\(.*\)\"|GRUB_CMDLINE_LINUX_DEFAULT=\"\1 console=$tty,115200\"|" \
 		"$mnt/etc/default/grub"
-	mount -t proc proc "$mnt/proc"
-	chroot "$mnt" grub-mkconfig -o /boot/grub/grub.cfg
-	umount "$mnt/proc"
+	if chroot "$mnt" sh -c "command -v grub-mkconfig" > /dev/null 2>&1; then
+		mount -t proc proc "$mnt/proc"
+		chroot "$mnt" grub-mkconfig -o /boot/grub/grub.cfg
+		umount "$mnt/proc"
+	fi
+fi
+# grub.cfg itself, whoever wrote it (GRUB's linux lines are indented with tabs).
+if [ -f "$mnt/boot/grub/grub.cfg" ] && ! grep -q "console=$tty" "$mnt/boot/grub/grub.cfg"; then
+	sed -i "s|^\([[:space:]]*linux[[:space:]].*\)$|\1 console=$tty,115200|" "$mnt/boot/grub/grub.cfg"
 fi
 
 # 7. UEFI firmware without saved boot entries looks only at the removable path.
+# FAT ignores case, and setup-disk writes EFI/boot/bootaa64.efi in lower case.
 efi="$mnt/boot/efi/EFI"
 [ -d "$efi" ] || efi="$mnt/boot/EFI"
-if [ -d "$efi" ] && ! ls "$efi"/BOOT/BOOT*.EFI > /dev/null 2>&1; then
+if [ -d "$efi" ] && [ -z "$(find "$efi" -maxdepth 2 -ipath '*/boot/boot*.efi')" ]; then
 	loader=$(find "$efi" -iname 'grub*.efi' | head -n 1)
 	if [ -n "$loader" ]; then
 		install -d "$efi/BOOT"
