@@ -82,6 +82,10 @@ def test_exec_runs_on_an_aarch64_guest_booted_by_uefi(arm, arm_vm) -> None:
     assert layout[:2] == ["uefi", "vfat"]
     assert "bootaa64.efi" in [x.lower() for x in layout] and "grubaa64.efi" in layout
     assert "console=ttyAMA0,115200" in layout
+    grub = arm.aq("exec", arm_vm, "--", "cat", "/boot/grub/grub.cfg").stdout
+    assert "--unit=ttyAMA0" not in grub and "load_video\n" not in grub.replace(
+        "function load_video", ""
+    )
     status = arm.json("status", arm_vm)
     assert (status["arch"], status["accel"], status["state"]) == (ARCH, "tcg", "running")
 

@@ -98,6 +98,22 @@ if [ -f "$mnt/etc/default/grub" ] && ! grep -q "console=$tty" "$mnt/etc/default/
 		umount "$mnt/proc"
 	fi
 fi
+# setup-disk's grub_serial_config strips only "ttyS" from the unit, so a PL011
+# (aarch64) gets `serial --unit=ttyAMA0`, which GRUB rejects. Under QEMU's edk2 the
+# firmware console already is that serial port, so GRUB's serial terminal and its
+# video setup go: with them (and Debian's GRUB 2.06 arm64-efi) the booted kernel sat
+# in an interrupt storm under TCG (soft lockups, no progress past OpenRC's banner);
+# without them it boots like the direct kernel boot. Text console only: aq has no
+# display device.
+if [ -f "$mnt/etc/default/grub" ] && grep -q '^GRUB_SERIAL_COMMAND=.*--unit=tty' "$mnt/etc/default/grub"; then
+	sed -i -e '/^GRUB_SERIAL_COMMAND=/d' -e '/^GRUB_TERMINAL_INPUT=/d' -e '/^GRUB_TERMINAL_OUTPUT=/d' \
+		"$mnt/etc/default/grub"
+fi
+if [ -f "$mnt/boot/grub/grub.cfg" ] && grep -q '^serial .*--unit=tty' "$mnt/boot/grub/grub.cfg"; then
+	sed -i -e '/^serial .*--unit=tty/d' -e '/^terminal_input console serial$/d' \
+		-e '/^terminal_output console serial$/d' -e '/^[[:space:]]*load_video$/d' \
+		"$mnt/boot/grub/grub.cfg"
+fi
 # grub.cfg itself, whoever wrote it (GRUB's linux lines are indented with tabs).
 if [ -f "$mnt/boot/grub/grub.cfg" ] && ! grep -q "console=$tty" "$mnt/boot/grub/grub.cfg"; then
 	sed -i "s|^\([[:space:]]*linux[[:space:]].*\)$|\1 console=$tty,115200|" "$mnt/boot/grub/grub.cfg"
