@@ -27,14 +27,14 @@ from aq import (
     resume,
 )
 from aq.console.expect import transcript_tail
-from aq.errors import AqError, Conflict, GuestTimeout, WrongState
+from aq.errors import AqError, Conflict, GuestTimeout, NotFound, WrongState
 from aq.lifecycle import State
 from aq.moves import Outcome, bracket
 from aq.progress import Progress
 from aq.qemu import process
 from aq.qemu.hostinfo import HostInfo, detect, qemu_binary
 from aq.readiness import BootFailed
-from aq.store.db import writing
+from aq.store.db import reading, writing
 from aq.store.models import Vm
 from aq.vm import find
 
@@ -134,6 +134,16 @@ def _kill_launched(files: paths.VmFiles, before: process.Identity | None) -> Non
         process.kill(ident, files.pidfile)
 
 
+def _arch_of(name: str) -> str | None:
+    """The VM's recorded arch (emulated when it is not the host's); None if unknown
+    (then the start fails on the missing VM with the usual error)."""
+    try:
+        with reading() as session:
+            return find(session, name).arch
+    except NotFound:
+        return None
+
+
 def start(
     name: str,
     wait: bool = True,
@@ -148,7 +158,7 @@ def start(
     discards it."""
     progress = progress or Progress()
     reconcile.reconcile(name)
-    host = detect(accel)
+    host = detect(accel, _arch_of(name))
     binary = qemu_binary(host.arch)
     files = paths.vm_files(name)
     boot, why = bootcopy.usable(files)

@@ -14,7 +14,7 @@ import shutil
 import uuid
 from pathlib import Path
 
-from aq import bootcopy, defaults, host, lifecycle, paths, reconcile
+from aq import bootcopy, defaults, lifecycle, paths, reconcile
 from aq.errors import WrongState
 from aq.lifecycle import State
 from aq.moves import Outcome, bracket
@@ -61,14 +61,14 @@ def _powerdown(files: paths.VmFiles, ident: process.Identity, timeout: float) ->
     return [*steps, "fallback: SIGKILL"]
 
 
-def _refresh_boot_copy(files: paths.VmFiles) -> str:
+def _refresh_boot_copy(files: paths.VmFiles, arch: str) -> str:
     """Before the power button: bring the copy of the guest's kernel up to date, so the
     next start can boot it directly (aq.bootcopy)."""
     from aq.guest import channel
 
     if not channel.ping(files, timeout=3.0):
         return "kernel copy not refreshed: the guest's agent did not answer"
-    return bootcopy.refresh(files, host.guest_arch())
+    return bootcopy.refresh(files, arch)
 
 
 def stop(name: str, force: bool = False, timeout: float = defaults.STOP_TIMEOUT) -> Outcome:
@@ -91,7 +91,7 @@ def stop(name: str, force: bool = False, timeout: float = defaults.STOP_TIMEOUT)
             process.kill(ident, files.pidfile)
             steps = ["killed (--force)"]
         else:
-            steps = [_refresh_boot_copy(files), *_powerdown(files, ident, timeout)]
+            steps = [_refresh_boot_copy(files, vm.arch), *_powerdown(files, ident, timeout)]
         vm = move.finish("halt", "; ".join(steps))
     files.pidfile.unlink(missing_ok=True)
     return Outcome(vm, True, f"{name} stopped ({steps[-1]})")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from aq import paths
+from aq import host, paths
 from aq.units import format_size
 
 AT = "2026-11-28 11:50:18.123456"
@@ -56,6 +56,7 @@ def test_status_text(pinned) -> None:
     assert result.stdout == (
         "name       web\n"
         "state      created\n"
+        f"arch       {host.guest_arch()}\n"
         "pid        -\n"
         "uptime     -\n"
         "accel      -\n"

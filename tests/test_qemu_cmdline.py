@@ -57,7 +57,14 @@ def _pairs(argv: list[str]) -> list[tuple[str, str]]:
         ("linux-kvm", "qemu-system-x86_64", "pc", "kvm", "host", "2"),
         # TCG: the measured defaults (aq.qemu.cmdline.tcg_cpus, cpu_model)
         ("linux-tcg", "qemu-system-x86_64", "pc", "tcg,tb-size=64", "qemu64", "1"),
-        ("linux-arm-tcg", "qemu-system-aarch64", "virt,highmem=on", "tcg,tb-size=64", "max", "1"),
+        (
+            "linux-arm-tcg",
+            "qemu-system-aarch64",
+            "virt,highmem=on",
+            "tcg,tb-size=64",
+            "max,pauth-impdef=on",
+            "1",
+        ),
     ],
 )
 def test_machine_accel_cpu_per_host(host, binary, machine_arg, accel, cpu, smp) -> None:

@@ -45,10 +45,16 @@ def _size(_ctx, _param, value: str | None) -> int | None:
     help="Forward a host port to the guest; GUEST alone lets aq pick the host port. "
     "ADDR is IPv4 (QEMU's user network forwards no IPv6 host address).",
 )
+@click.option(
+    "--arch",
+    type=click.Choice(["aarch64", "x86_64"]),
+    help="The guest's CPU architecture (default: the host's). Another arch than the "
+    "host's runs emulated (TCG): slow, but it works on any host.",
+)
 @click.option("--from", "tag", metavar="TAG", help="Spawn on a snapshot (`aq snapshot ls`).")
 @click.option("--count", type=click.IntRange(1, 256), help="With --from: make NAME-1 ... NAME-N.")
 @json_option
-def new(name, cpus, memory, disk_size, ports, tag, count, as_json) -> None:
+def new(name, cpus, memory, disk_size, ports, arch, tag, count, as_json) -> None:
     """Create a VM (a copy-on-write overlay on the Alpine base) without starting it.
 
     With no NAME, aq picks a readable random one. Each VM gets its own MAC address
@@ -58,6 +64,7 @@ def new(name, cpus, memory, disk_size, ports, tag, count, as_json) -> None:
     \b
     aq new guest-1 -p 8080:80 --disk-size 8G
     aq new web --from ready --count 3
+    aq new arm-1 --arch aarch64
     """
     from aq import vm
     from aq.images.base import ensure_base
@@ -65,6 +72,10 @@ def new(name, cpus, memory, disk_size, ports, tag, count, as_json) -> None:
     from aq.progress import Progress
 
     if tag is not None or count is not None:
+        if arch is not None:
+            from aq.errors import InvalidInput
+
+            raise InvalidInput("--arch cannot go with --from", hint="a snapshot keeps its arch")
         _new_from(name, tag, count, cpus, memory, disk_size, ports, as_json)
         return
 
@@ -76,7 +87,7 @@ def new(name, cpus, memory, disk_size, ports, tag, count, as_json) -> None:
         forwards=[parse_forward(p) for p in ports],
     )
     vm.check_spec(spec)
-    created = vm.create(spec, ensure_base(Progress()))
+    created = vm.create(spec, ensure_base(Progress(), arch))
     if as_json:
         print_json(vm_dict(created))
     else:
@@ -154,6 +165,7 @@ def status(name: str, as_json: bool) -> None:
     rows = [
         ("name", found.name),
         ("state", state),
+        ("arch", found.arch),
         ("pid", found.pid or "-"),
         ("uptime", "-" if uptime is None else _duration(uptime)),
         ("accel", found.accel or "-"),

@@ -121,7 +121,7 @@ def build_base(release: ReleaseInfo, progress: Progress) -> Image:
             return found
         iso_image = ensure_iso(release, progress)
         progress.step(f"installing Alpine {release.version} onto a base disk (once per release)")
-        return install_base(release, iso_image, hostinfo.detect(), progress)
+        return install_base(release, iso_image, hostinfo.detect(arch=release.arch), progress)
 
 
 def ensure_base(progress: Progress, arch: str | None = None) -> Image:

@@ -100,10 +100,13 @@ def cpu_model(arch: str, accel: str) -> str:
     """The host's CPU with an accelerator. Under TCG on x86_64, QEMU's plain qemu64:
     `-cpu max` booted the same disk in 126 s and 128 s against 85 s and 76 s, with a
     22 s soft lockup (its ERMS makes the kernel clear pages with `rep stosb`, which TCG
-    runs byte by byte). On aarch64 TCG needs `max` (the virt machine has no default)."""
+    runs byte by byte). On aarch64 TCG needs a model (the virt machine has no default):
+    `max`, with pointer authentication's implementation-defined algorithm, because
+    Alpine's kernel signs every return address (ARM64_PTR_AUTH_KERNEL) and TCG
+    computes the architected QARMA5 cipher slowly (QEMU's docs recommend impdef)."""
     if accel in ("hvf", "kvm"):
         return "host"
-    return "max" if arch == "aarch64" else "qemu64"
+    return "max,pauth-impdef=on" if arch == "aarch64" else "qemu64"
 
 
 # TCG's translation cache, in MiB. QEMU 7.2's default (1 GiB) is never flushed during a

