@@ -71,5 +71,10 @@ def test_telnet_console_refuses_another_user(installed, shared_vm) -> None:
             assert b"login:" in seen
     finally:
         server.send_signal(signal.SIGINT)
-        _, err = server.communicate(timeout=30)
+        try:
+            _, err = server.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()  # a server left running would hold the console for later tests
+            server.communicate(timeout=10)
+            raise
     assert "if the client is asked for a token, type: " in err

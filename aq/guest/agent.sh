@@ -164,7 +164,9 @@ session() {
 serve() {
 	# Slots past the first are plugged in once the VM is ready (aq/qemu/hotplug.py):
 	# until its ports appear, a slot looks again every 2 s.
-	exec </dev/null >/dev/null
+	# Nothing on the serial console: it is the user's terminal (the shell reports
+	# every feeder it kills as "Terminated" on stderr).
+	exec </dev/null >/dev/null 2>/dev/null
 	while :; do
 		session "$1" || sleep 2
 	done
