@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -67,10 +68,14 @@ class Home:
         return proc
 
     def popen(self, *args: str, **kwargs) -> subprocess.Popen:
+        """aq in the background, with Ctrl-C (SIGINT) working as in a terminal even when
+        the test run itself was started with SIGINT ignored (a background job in a
+        non-interactive shell is): Python would keep it ignored in aq too."""
         return subprocess.Popen(
             [sys.executable, "-m", "aq", *args],
             env=self.full_env(),
             cwd=REPO,
+            preexec_fn=_default_sigint,
             **kwargs,
         )
 
@@ -87,6 +92,10 @@ class Home:
 
     def db(self) -> sqlite3.Connection:
         return sqlite3.connect(self.path / "aq.db")
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def vm_env(home: Path, mirror: Mirror) -> dict[str, str]:
