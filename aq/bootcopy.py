@@ -172,8 +172,6 @@ def _fetch(files: VmFiles, guest_paths: list[str], target: Path, limit: int, sha
 
 def _concat_sha(files: VmFiles, guest_paths: list[str]) -> str:
     """sha256 of several guest files concatenated (what QEMU's -initrd gets)."""
-    if len(guest_paths) == 1:
-        return ""
     _, text = _guest_text(files, ["sh", "-c", 'cat "$@" | sha256sum', "sh", *guest_paths], 4096)
     return text.split(" ")[0].strip()
 

@@ -84,13 +84,7 @@ def plugged_slots_argv(files: VmFiles) -> list[str]:
     for slot in range(SLOTS):
         for stream in paths.EXEC_STREAMS:
             port = cmdline.exec_port(slot, stream)
-            path = _sock(files.exec_socket(slot, stream))
-            args += ["-chardev", cmdline.chardev_socket(port.ident, path)]
-            args += [
-                "-device",
-                f"virtserialport,bus={cmdline.SERIAL_BUS}.0,chardev={port.ident},"
-                f"name={port.name},id=dev-{port.ident}",
-            ]
+            args += cmdline.serial_port_args(port, _sock(files.exec_socket(slot, stream)))
     return args
 
 

@@ -71,6 +71,14 @@ class SerialPort:
     name: str  # what the guest sees in /sys/class/virtio-ports/*/name
 
 
+def serial_port_args(port: SerialPort, path: Path) -> list[str]:
+    """A port as command-line devices: its socket chardev and its virtserialport, with
+    the id hotplug gives it (aq.qemu.hotplug), so both ways make the same device."""
+    device = f"virtserialport,bus={SERIAL_BUS}.0,chardev={port.ident},name={port.name}"
+    device += f",id=dev-{port.ident}"
+    return ["-chardev", chardev_socket(port.ident, path), "-device", device]
+
+
 def exec_port(slot: int, stream: str) -> SerialPort:
     """The command channel's port for one slot and stream, at boot or hot-added."""
     return SerialPort(f"exec{slot}{stream}", f"aq.exec.{slot}.{stream}")
@@ -183,12 +191,7 @@ def _channels(spec: MachineSpec) -> list[str]:
         args += ["-device", f"virtio-serial-pci,id={SERIAL_BUS},max_ports=31"]
         for slot, streams in enumerate(sockets.exec_sockets):
             for stream, path in zip(EXEC_STREAMS, streams, strict=True):
-                port = exec_port(slot, stream)
-                args += ["-chardev", chardev_socket(port.ident, path)]
-                args += [
-                    "-device",
-                    f"virtserialport,bus={SERIAL_BUS}.0,chardev={port.ident},name={port.name}",
-                ]
+                args += serial_port_args(exec_port(slot, stream), path)
     return args
 
 
