@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -52,27 +54,62 @@ class Copy:
     current: bool
 
     def files(self, files: VmFiles) -> tuple[Path, Path | None]:
-        folder = files.boot_copy
+        return self.files_in(files.boot_copy)
+
+    def files_in(self, folder: Path) -> tuple[Path, Path | None]:
         return folder / "kernel", (folder / "initrd") if self.initrds else None
 
 
-def _record(files: VmFiles) -> Path:
-    return files.boot_copy / "boot.json"
+RECORD = "boot.json"
 
 
-def load(files: VmFiles) -> Copy | None:
+def read_record(folder: Path) -> Copy | None:
+    """The copy recorded in `folder` (a VM's boot folder, or a base's), if any."""
     try:
-        data = json.loads(_record(files).read_text())
+        data = json.loads((folder / RECORD).read_text())
         return Copy(**data)
     except (OSError, ValueError, TypeError):
         return None
 
 
-def _save(files: VmFiles, copy: Copy) -> None:
-    record = _record(files)
+def write_record(folder: Path, copy: Copy) -> None:
+    record = folder / RECORD
     temp = record.with_suffix(".tmp")
     paths.write_private(temp, json.dumps(asdict(copy)))
     temp.replace(record)
+
+
+def load(files: VmFiles) -> Copy | None:
+    return read_record(files.boot_copy)
+
+
+def _save(files: VmFiles, copy: Copy) -> None:
+    write_record(files.boot_copy, copy)
+
+
+def adopt(source: Path, files: VmFiles) -> bool:
+    """Give a new VM its base's copy (aq.images.basekernel): its disk is the base's
+    until it first boots, so that copy is current for it. Linked when the filesystem
+    allows (the files are never written in place: a refresh replaces them); False, and
+    nothing left behind, when there is no usable copy."""
+    copy = read_record(source)
+    if copy is None or not copy.current:
+        return False
+    names = ["kernel", "initrd"] if copy.initrds else ["kernel"]
+    try:
+        paths.make_private_dir(files.boot_copy)
+        for name in names:
+            target = files.boot_copy / name
+            target.unlink(missing_ok=True)
+            try:
+                os.link(source / name, target)
+            except OSError:
+                shutil.copyfile(source / name, target)
+        write_record(files.boot_copy, copy)
+    except OSError:
+        shutil.rmtree(files.boot_copy, ignore_errors=True)
+        return False
+    return True
 
 
 def usable(files: VmFiles) -> tuple[Copy | None, str]:

@@ -168,6 +168,12 @@ def transcript_of(base: Path) -> Path:
     return base.with_name(base.stem + ".install.log")
 
 
+def boot_copy_of(base: Path) -> Path:
+    """The base's own kernel, initramfs and command line, kept beside its disk
+    (aq.images.basekernel): a new VM takes them for its first, direct boot."""
+    return base.with_name(base.stem + ".boot")
+
+
 def base_workdir(version: str, arch: str) -> Path:
     """Scratch space of a base install in progress (hidden; removed when it ends)."""
     return images_dir() / f".{base_stem(version, arch)}.work"

@@ -228,6 +228,10 @@ def create(spec: NewVm, base: Image) -> Vm:
             )
             _add_forwards(session, vm, spec.forwards)
             img.create_overlay(files.disk, Path(base.path), base.format, disk_size)
+            # Its first start boots the base's kernel directly, when aq has a copy.
+            from aq import bootcopy
+
+            bootcopy.adopt(paths.boot_copy_of(Path(base.path)), files)
             session.add(vm)
             session.flush()
             lifecycle.record(

@@ -47,11 +47,12 @@ def cpu_seconds(pid: int) -> float:
 class Timeline:
     """Console lines from a growing log file, each stamped with its arrival time."""
 
-    def __init__(self, log: Path, start: float, offset: int = 0) -> None:
+    def __init__(self, log: Path, start: float, offset: int = 0, pid=None) -> None:
         self.log, self.start, self.offset = log, start, offset
+        self.pid = pid  # QEMU's pid, or a callable giving it once known: CPU per line
         self.partial = b""
         self.began: float | None = None  # when the partial line's first byte came
-        self.lines: list[tuple[float, float, str]] = []  # began, ended, text
+        self.lines: list[tuple[float, float, str, float | None]] = []  # began, ended, text, cpu
         self.seen = b""
         self.login_at: float | None = None  # when a login prompt first showed
         self.cpu: float | None = None  # QEMU's CPU seconds at the end
@@ -71,14 +72,22 @@ class Timeline:
         if self.login_at is None and LOGIN.search(self.seen):
             self.login_at = now
         *complete, self.partial = (self.partial + data).split(b"\n")
+        cpu = self._cpu() if complete else None
         for raw in complete:
             text = raw.decode(errors="replace").replace("\r", "").strip()
             text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)
             if text:
-                self.lines.append((now if self.began is None else self.began, now, text))
+                self.lines.append((now if self.began is None else self.began, now, text, cpu))
             self.began = None
         if self.partial.strip() and self.began is None:
             self.began = now
+
+    def _cpu(self) -> float | None:
+        try:
+            pid = self.pid() if callable(self.pid) else self.pid
+            return cpu_seconds(pid) if pid else None
+        except (OSError, ValueError, IndexError):
+            return None
 
     def show(self, title: str, every: bool = False) -> None:
         """Lines after a gap > GAP s or taking > GAP s to finish (and the first and last).
@@ -86,14 +95,15 @@ class Timeline:
         A line is stamped when its first byte came; OpenRC prints "* Doing X ..." first
         and "[ ok ]" when X is done, so a slow step shows as a line that took long.
         """
-        print(f"-- timeline: {title} (s since start; +gap before the line; line took)")
+        print(f"-- timeline: {title} (s since start; +gap before the line; line took; QEMU CPU s)")
         last = 0.0
-        for index, (began, ended, text) in enumerate(self.lines):
+        for index, (began, ended, text, cpu) in enumerate(self.lines):
             gap, took = began - last, ended - began
             if every or gap > GAP or took > GAP or index in (0, len(self.lines) - 1):
                 mark = f"+{gap:5.1f}" if gap > GAP else "      "
                 slow = f"{took:5.1f}" if took > GAP else "     "
-                print(f"{began:7.1f} {mark} {slow}  {text[:90]}")
+                used = f"{cpu:6.1f}" if cpu is not None else "      "
+                print(f"{began:7.1f} {mark} {slow} {used}  {text[:84]}")
             last = ended
 
 
@@ -138,7 +148,7 @@ def stock_boot(
         argv = stock_argv(qemu_binary("x86_64"), overlay, serial, ports, smp, cpu, extra, accel)
         start = time.perf_counter()
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        timeline = Timeline(serial, start)
+        timeline = Timeline(serial, start, pid=proc.pid)
         try:
             while timeline.login_at is None:
                 if proc.poll() is not None:
@@ -166,7 +176,8 @@ def aq_boot() -> tuple[float, Timeline]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-    timeline = Timeline(log, start, offset)
+    pidfile = paths.vm_files(NAME).pidfile
+    timeline = Timeline(log, start, offset, pid=lambda: int(pidfile.read_text().split()[0]))
     while proc.poll() is None:
         time.sleep(0.05)
         timeline.poll()

@@ -35,6 +35,10 @@ def test_first_new_downloads_verifies_installs_once(installed) -> None:
     log = transcript.read_bytes()
     assert log.count(b"[aq] > ERASE_DISKS=/dev/vda setup-alpine -e -f /tmp/aq/answers") == 1
     assert log.count(b"AQ-RC:setup:0") == 1
+    # The install kept what the base's bootloader boots, for new VMs' direct first boot.
+    assert b"no copy of the base's kernel" not in log
+    record = json.loads((path.with_name(path.stem + ".boot") / "boot.json").read_text())
+    assert record["current"] and record["kernel"].startswith("/boot/vmlinuz")
 
 
 def test_base_is_recorded_with_its_provenance(installed) -> None:

@@ -60,8 +60,9 @@ def test_start_runs_commands_and_shows_status(installed, persist) -> None:
     assert hostname == persist  # each VM made from the base is itself
     events = _events(installed, persist)
     assert [e[:2] for e in events[-2:]] == [("start", "booting"), ("ready", "running")]
-    # A new VM has no copy of its kernel yet: the firmware boots it (aq.bootcopy).
-    assert "firmware boot (no copy of its kernel yet)" in events[-2][2]
+    # A new VM boots its base's kernel directly from its first start: the install kept
+    # a copy of what the base's bootloader boots (aq.images.basekernel, aq.bootcopy).
+    assert "direct kernel boot" in events[-2][2]
     # The boot's duration is in the history and in status (aq.boottime).
     assert re.fullmatch(r"guest ready in \d+\.\d s \(QEMU pid \d+\)", events[-1][2])
     # Seven of the eight command slots were plugged in once it was ready (aq.qemu.hotplug).

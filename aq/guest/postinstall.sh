@@ -1,7 +1,8 @@
 #!/bin/sh
 # aq: finish a base install made by `setup-alpine -e -f`: add what aq needs to the
 # installed system (console login, command channel, power button, growable root).
-# Runs in the installer's live system as root; $1 is the serial console (ttyS0...).
+# Runs in the installer's live system as root; $1 is the serial console (ttyS0...),
+# $2 (optional) a scratch disk that receives the installed /boot for the host.
 set -eu
 tty=$1
 mnt=/mnt
@@ -150,6 +151,17 @@ if chroot "$mnt" rc-update -u > /dev/null 2>&1 && [ -f "$mnt/run/openrc/deptree"
 	done
 fi
 rm -rf "$mnt/run/openrc"
+
+# 10. What the bootloader boots, for the host (aq.images.basekernel): every regular
+# file directly under /boot and GRUB's configuration, as a tar on the scratch disk $2.
+# New VMs then boot this kernel directly from their first start.
+if [ -n "${2:-}" ] && [ -b "$2" ]; then
+	# Not fatal: without the copy, new VMs boot through the firmware the first time.
+	if ! (cd "$mnt" && tar -cf "$2" $(find boot -maxdepth 1 -type f) \
+		$(if [ -f boot/grub/grub.cfg ]; then echo boot/grub/grub.cfg; fi)); then
+		say "warning: could not write /boot to $2"
+	fi
+fi
 
 sync
 for m in $(awk -v m="$mnt" '$2 == m || index($2, m "/") == 1 { print $2 }' /proc/mounts | sort -r); do

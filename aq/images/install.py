@@ -18,7 +18,8 @@ from pathlib import Path
 from aq import paths, sshkeys
 from aq.console.expect import Console, ConsoleError, transcript_tail
 from aq.errors import AqError
-from aq.images import answers, catalog, iso
+from aq.guest import bootconfig
+from aq.images import answers, basekernel, catalog, iso
 from aq.images.releases import ReleaseInfo
 from aq.images.verify import sha256_file
 from aq.progress import Progress
@@ -73,6 +74,9 @@ def _stop_qemu(proc: subprocess.Popen) -> None:
             proc.wait(10)
 
 
+SCRATCH_DEVICE = "/dev/vdb"  # the second virtio disk: the scratch disk for /boot
+
+
 def _converse(con: Console, release: ReleaseInfo, host: HostInfo, t: Timeouts, progress) -> None:
     """The console conversation: log in, install, add aq's setup, power off."""
     tty = cmdline.serial_device(host.arch)
@@ -106,7 +110,11 @@ def _converse(con: Console, release: ReleaseInfo, host: HostInfo, t: Timeouts, p
             )
         break
     progress.step("adding aq's guest setup to the installed system")
-    con.check(f"sh /tmp/aq/postinstall.sh {tty}", t.postinstall, "finish aq's post-install")
+    con.check(
+        f"sh /tmp/aq/postinstall.sh {tty} {SCRATCH_DEVICE}",
+        t.postinstall,
+        "finish aq's post-install",
+    )
     con.sendline("sync; poweroff")
 
 
@@ -129,13 +137,14 @@ def install_base(
     try:
         target = files.disk
         img.create_blank(target, BASE_DISK_SIZE)
+        scratch = basekernel.make_scratch(work / "boot.tar")
         tty = cmdline.serial_device(host.arch)
         kernel, initrd, args = iso.extract_boot(Path(iso_image.path), work, host.arch, tty)
         spec = cmdline.MachineSpec(
             name="aq-installer",
             cpus=_installer_cpus(host),
             memory_mib=INSTALL_MEMORY_MIB,
-            disks=[(target, "qcow2")],
+            disks=[(target, "qcow2"), (scratch, "raw")],
             sockets=cmdline.Sockets(
                 console=Path(paths.short_socket_path(files.console)),
                 console_log=files.console_log,
@@ -181,6 +190,7 @@ def install_base(
             stderr = files.stderr.read_text(errors="replace").strip()
             raise AqError(f"QEMU exited with status {code} during the install: {stderr}")
         progress.step("recording the base image")
+        _capture_kernel(scratch, paths.boot_copy_of(final), host.arch, transcript)
         digest = sha256_file(target)
         target.chmod(0o444)
         target.replace(final)
@@ -201,9 +211,23 @@ def install_base(
     except BaseException:
         if final.exists() and not _recorded(final):
             final.unlink()
+        if not final.exists():
+            shutil.rmtree(paths.boot_copy_of(final), ignore_errors=True)
         raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _capture_kernel(scratch: Path, dest: Path, arch: str, transcript: Path) -> None:
+    """Keep the base's kernel for new VMs' direct first boot; without it they boot
+    through the firmware the first time, so a failure here only goes in the transcript."""
+    import tarfile
+
+    try:
+        basekernel.capture(scratch, dest, arch)
+    except (bootconfig.Unsupported, tarfile.TarError, OSError) as err:
+        with paths.open_private(transcript, append=True) as out:
+            out.write(f"\naq: no copy of the base's kernel for direct boot: {err}\n".encode())
 
 
 def _recorded(path: Path) -> bool:

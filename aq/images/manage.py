@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,6 +67,7 @@ def _delete_files(image_paths: list[str]) -> None:
         path.unlink(missing_ok=True)
         if path.suffix == ".qcow2":
             paths.transcript_of(path).unlink(missing_ok=True)
+            shutil.rmtree(paths.boot_copy_of(path), ignore_errors=True)
 
 
 def prune() -> list[ImageRow]:
