@@ -164,6 +164,14 @@ def stock_boot(
         return timeline
 
 
+def start_detail() -> str:
+    """How the last `aq start` booted (direct kernel boot, or firmware and why)."""
+    import json
+
+    events = json.loads(aq("history", NAME, "--json").stdout)
+    return next(e["detail"] for e in reversed(events) if e["event"] == "start")
+
+
 def aq_boot() -> tuple[float, Timeline]:
     """Cold `aq start` until it returns, with its console timeline."""
     from aq import paths
@@ -207,11 +215,19 @@ def main() -> int:
         aq("stop", NAME, "--force", check=False)
         disk = paths.vm_files(NAME).disk
         if not args.stock_only:
-            if "ready" not in aq("history", NAME).stdout:
-                print("first boot of the VM (host keys are made once; not measured)", flush=True)
+            from aq import bootcopy
+
+            fresh = "ready" not in aq("history", NAME).stdout
+            copy, why = bootcopy.usable(paths.vm_files(NAME))
+            if fresh or copy is None:
+                # Host keys are made at a VM's first boot, and a clean stop makes its
+                # kernel copy current: what every later start of a VM looks like.
+                reason = "first boot" if fresh else f"kernel copy not usable: {why}"
+                print(f"warm-up start and stop ({reason}; not measured)", flush=True)
                 aq("start", NAME, "--timeout", str(TIMEOUT))
                 aq("stop", NAME)
             took, ours = aq_boot()
+            print(f"aq start: {start_detail()}")
             aq("stop", NAME)
         extra = shlex.split(args.extra)
         stock = stock_boot(disk, args.ports, args.smp, args.cpu, extra, args.accel)
