@@ -241,3 +241,47 @@ def test_argv_template_fills_in_the_clone_and_drops_incoming(aq, base_image) -> 
     assert out[8].endswith(f"mac={b.mac}")
     assert f"path={paths.short_socket_path(fb.qmp)}," in out[10]
     assert out[12] == str(fb.pidfile)
+
+
+def _start_events(vm_id: int) -> list[tuple[str, str]]:
+    with reading() as session:
+        rows = session.execute(
+            select(Event.event, Event.detail).where(Event.vm_id == vm_id).order_by(Event.id)
+        )
+        return [(event, detail or "") for event, detail in rows]
+
+
+@needs_qemu
+@pytest.mark.parametrize("cold", [False, True])
+def test_start_event_says_resumed_without_a_boot_mode(aq, base_image, monkeypatch, cold):
+    """A start that will resume says so, not how it would boot; when the saved state
+    is then refused, the discard note says how the VM boots instead. (QEMU is a fake
+    that refuses every launch, so the boot ends in `abort`.)"""
+    from aq import power
+    from aq.errors import AqError
+    from aq.qemu import process
+
+    assert aq("new", "sus").exit_code == 0
+    vm = _vm("sus")
+    _fake_saved_state(vm, savedstate.resolve_machine(QEMU, "pc"))
+
+    def refuse(argv, *rest):
+        raise process.LaunchError("no QEMU in this test", "")
+
+    monkeypatch.setattr(process, "launch", refuse)
+    with pytest.raises(AqError):
+        power.start("sus", accel="tcg", cold=cold)
+    events = _start_events(vm.id)
+    start = next(detail for event, detail in events if event == "start")
+    note = next(detail for event, detail in events if event == "saved-state")
+    boot = "firmware boot (no copy of its kernel yet)"
+    if cold:
+        assert start == f"accel tcg; {boot}"
+        assert note == "cold boot (saved state discarded: --cold)"
+    else:
+        assert start == "accel tcg; resumed"
+        assert note.startswith("cold boot (saved state discarded: QEMU refused the saved ")
+        assert note.endswith(f"; {boot}")
+    assert events[-1][0] == "abort"
+    with reading() as session:
+        assert session.scalars(select(SavedState)).first() is None
