@@ -281,6 +281,14 @@ def new_record(
     )
 
 
+def forget_vm(session: Any, vm_id: int) -> None:
+    """Drop the saved state a VM holds, in the transaction that removes the VM (its own
+    file goes with the VM's folder; a clone's copy names the snapshot's, which stays)."""
+    from sqlalchemy import delete
+
+    session.execute(delete(SavedState).where(SavedState.vm_id == vm_id))
+
+
 def copy_for(state: SavedState, disk: str) -> SavedState:
     """A clone's record of a snapshot's memory: same facts, its own disk, not owned."""
     return SavedState(

@@ -14,7 +14,7 @@ import shutil
 import uuid
 from pathlib import Path
 
-from aq import bootcopy, defaults, lifecycle, paths, reconcile
+from aq import bootcopy, defaults, lifecycle, paths, reconcile, savedstate
 from aq.errors import WrongState
 from aq.lifecycle import State
 from aq.moves import Outcome, bracket
@@ -125,6 +125,7 @@ def remove(name: str, force: bool = False) -> Vm:
                 )
             ports = ", ".join(f"{f.host_port}->{f.guest_port}/{f.protocol}" for f in vm.forwards)
             vm.forwards.clear()
+            savedstate.forget_vm(session, vm.id)
             session.flush()
             vm = lifecycle.transition(session, vm.id, "remove", f"ports released: {ports}")
             tomb = bury(folder, vm.id)

@@ -285,3 +285,39 @@ def test_start_event_says_resumed_without_a_boot_mode(aq, base_image, monkeypatc
     assert events[-1][0] == "abort"
     with reading() as session:
         assert session.scalars(select(SavedState)).first() is None
+
+
+def _saved_states() -> dict[str, bool]:
+    """Who holds a saved-state row: VM name or snapshot tag -> owned."""
+    with reading() as session:
+        out = {}
+        for state in session.scalars(select(SavedState)):
+            owner = session.get(Vm, state.vm_id) if state.vm_id else None
+            image = session.get(Image, state.image_id) if state.image_id else None
+            key = f"vm {owner.name} {owner.state}" if owner else f"snapshot {image.tag}"
+            out[key] = state.owned
+        return out
+
+
+@needs_qemu
+def test_rm_drops_the_saved_state_rows_but_never_a_snapshots_memory(aq, base_image) -> None:
+    assert aq("new", "src").exit_code == 0
+    _fake_saved_state(_vm("src"), savedstate.resolve_machine(QEMU, "pc"))  # suspended
+    assert aq("snapshot", "create", "src", "mem").exit_code == 0  # takes the memory: live
+    assert aq("new", "kid", "--from", "mem").exit_code == 0
+    memory = paths.snapshot_memory(Path(_image("mem").path))
+    assert _saved_states() == {
+        "snapshot mem": True,
+        "vm src created": False,
+        "vm kid created": False,
+    }
+    assert aq("rm", "kid").exit_code == 0
+    assert aq("rm", "src").exit_code == 0
+    assert _saved_states() == {"snapshot mem": True}
+    assert memory.exists()
+    listed = json.loads(aq("snapshot", "ls", "--json").stdout)
+    assert [(r["tag"], r["memory"], r["used_by"]) for r in listed] == [("mem", True, [])]
+    assert aq("images", "prune").exit_code == 0
+    assert memory.exists() and Path(_image("mem").path).exists()
+    assert aq("snapshot", "rm", "mem").exit_code == 0
+    assert _saved_states() == {} and not memory.exists()
