@@ -300,7 +300,8 @@ def _saved_states() -> dict[str, bool]:
 
 
 @needs_qemu
-def test_rm_drops_the_saved_state_rows_but_never_a_snapshots_memory(aq, base_image) -> None:
+@pytest.mark.parametrize("by", ["snapshot rm", "images rm"])
+def test_rm_drops_the_saved_state_rows_but_never_a_snapshots_memory(aq, base_image, by) -> None:
     assert aq("new", "src").exit_code == 0
     _fake_saved_state(_vm("src"), savedstate.resolve_machine(QEMU, "pc"))  # suspended
     assert aq("snapshot", "create", "src", "mem").exit_code == 0  # takes the memory: live
@@ -319,5 +320,8 @@ def test_rm_drops_the_saved_state_rows_but_never_a_snapshots_memory(aq, base_ima
     assert [(r["tag"], r["memory"], r["used_by"]) for r in listed] == [("mem", True, [])]
     assert aq("images", "prune").exit_code == 0
     assert memory.exists() and Path(_image("mem").path).exists()
-    assert aq("snapshot", "rm", "mem").exit_code == 0
+    if by == "snapshot rm":
+        assert aq("snapshot", "rm", "mem").exit_code == 0
+    else:
+        assert aq("images", "rm", str(_image("mem").id)).exit_code == 0
     assert _saved_states() == {} and not memory.exists()
