@@ -24,6 +24,14 @@ from aq.store.models import Vm
 from aq.vm import find
 
 
+def _repair_snapshot(name: str) -> None:
+    """Finish a snapshot whose aq process was killed (a VM it left paused continues;
+    the snapshot it froze is kept), before the VM is stopped or removed."""
+    from aq.snapshots import repair
+
+    repair(name)
+
+
 def _begin_stop(name: str) -> tuple[Vm, bool]:
     with writing() as session:
         vm = find(session, name)
@@ -74,6 +82,7 @@ def _refresh_boot_copy(files: paths.VmFiles, arch: str) -> str:
 def stop(name: str, force: bool = False, timeout: float = defaults.STOP_TIMEOUT) -> Outcome:
     """Shut the VM down (see module doc); `force` kills QEMU at once."""
     reconcile.reconcile(name)
+    _repair_snapshot(name)
     vm, changed = _begin_stop(name)
     if not changed:
         return Outcome(vm, False, f"{name} is already {vm.state}")
@@ -106,6 +115,7 @@ def remove(name: str, force: bool = False) -> Vm:
     folder deleted by this removal.
     """
     reconcile.reconcile(name)
+    _repair_snapshot(name)
     if force:
         with reading() as session:
             state = find(session, name).state

@@ -301,3 +301,40 @@ def test_live_snapshot_killed_before_qemu_switched_changes_nothing(aq, base_imag
     assert not Path(journal["memory"] + ".part").exists()
     assert not (paths.vm_files("src").root / "snapshot.journal").exists()
     assert _chain("src") == [paths.vm_files("src").disk, Path(base_image.path)]
+
+
+def test_rm_after_a_killed_live_snapshot_keeps_the_snapshot(aq, base_image) -> None:
+    assert aq("new", "src").exit_code == 0
+    journal = _interrupted_live("src", base_image, "complete")
+    assert aq("rm", "src").exit_code == 0
+    (image,) = _snapshots()
+    assert Path(image.path) == Path(journal["snap"]) and Path(image.path).exists()
+    listed = json.loads(aq("snapshot", "ls", "--json").stdout)
+    assert [(r["tag"], r["memory"], r["used_by"]) for r in listed] == [("live", True, [])]
+    assert aq("snapshot", "rm", "live").exit_code == 0
+    assert _images_files() == []
+
+
+def test_stop_continues_a_vm_a_killed_live_snapshot_left_paused(
+    running, aq, base_image, monkeypatch
+) -> None:
+    from aq import stopping
+    from aq.qemu import monitor
+
+    sent: list[str] = []
+
+    class Paused(FakeMonitor):
+        def command(self, name: str, **args):
+            sent.append(name)
+            if name == "query-status":
+                return {"status": "paused"}
+            return super().command(name, **args)
+
+    monkeypatch.setattr(monitor, "Monitor", Paused)
+    _interrupted_live("sus", base_image, "partial")
+    stopping.stop("sus", force=True)
+    assert sent[:3] == ["query-status", "cont", "change-backing-file"]
+    (image,) = _snapshots()
+    assert image.tag == "live" and _vm("sus").base_image_id == image.id
+    assert _vm("sus").state == "stopped"
+    assert not (paths.vm_files("sus").root / "snapshot.journal").exists()
