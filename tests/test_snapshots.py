@@ -325,3 +325,21 @@ def test_rm_drops_the_saved_state_rows_but_never_a_snapshots_memory(aq, base_ima
     else:
         assert aq("images", "rm", str(_image("mem").id)).exit_code == 0
     assert _saved_states() == {} and not memory.exists()
+
+
+@needs_qemu
+def test_machine_alias_is_asked_of_qemu_once_per_binary(aq_home, monkeypatch) -> None:
+    savedstate.resolve_machine.cache_clear()
+    first = savedstate.resolve_machine(QEMU, "pc")
+    assert first.startswith("pc-i440fx-")
+    assert json.loads(paths.machine_cache().read_text()) == {
+        next(iter(json.loads(paths.machine_cache().read_text()))): first
+    }
+    savedstate.resolve_machine.cache_clear()  # as in the next aq process
+
+    def no_qemu(*args, **kwargs):
+        raise AssertionError("QEMU was asked again")
+
+    monkeypatch.setattr(savedstate, "_ask_machine", no_qemu)
+    assert savedstate.resolve_machine(QEMU, "pc") == first
+    savedstate.resolve_machine.cache_clear()
