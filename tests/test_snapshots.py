@@ -76,7 +76,11 @@ def test_snapshot_rm_refuses_while_used_and_prune_keeps_snapshots(aq, base_image
     assert aq("snapshot", "rm", "s2").exit_code == 4  # src stands on s2
     by_id = aq("images", "rm", str(_image("s1").id))
     assert by_id.exit_code == 4  # `aq images rm` cannot break the chain either
+    assert aq("images", "prune").exit_code == 0  # while src stands on s2 on s1 on the base
+    assert all(Path(_image(t).path).exists() for t in ("s1", "s2"))
+    assert Path(base_image.path).exists()
     assert aq("rm", "src").exit_code == 0
+    assert Path(_image("s2").path).exists()  # removing the VM keeps what it stood on
     assert aq("images", "prune").exit_code == 0
     assert Path(_image("s2").path).exists()  # unused, but prune keeps snapshots
     path = Path(_image("s2").path)
