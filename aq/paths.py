@@ -17,6 +17,7 @@ from pathlib import Path
 
 DB_NAME = "aq.db"
 ACCEL_CACHE = "accel-probe.json"
+MACHINE_CACHE = "qemu-machines.json"
 # The scripts and services aq hands to guests, shipped inside the package.
 GUEST_FILES = Path(__file__).resolve().parent / "guest"
 # The command channel's streams per slot: control, stdout, stderr.
@@ -95,6 +96,12 @@ def db_path() -> Path:
 def accel_cache() -> Path:
     """Which accelerators were seen to work on this host (aq.qemu.accel)."""
     return home() / ACCEL_CACHE
+
+
+def machine_cache() -> Path:
+    """What each QEMU binary's machine aliases mean ('pc' -> 'pc-i440fx-7.2'), learned
+    once per binary (aq.savedstate.resolve_machine)."""
+    return home() / MACHINE_CACHE
 
 
 def migration_lock() -> Path:

@@ -162,16 +162,20 @@ def start(
     binary = qemu_binary(host.arch)
     files = paths.vm_files(name)
     boot, why = bootcopy.usable(files)
-    vm = _begin_start(name, host, "direct kernel boot" if boot else f"firmware boot ({why})")
+    boot_note = "direct kernel boot" if boot else f"firmware boot ({why})"
+    # A resume names no boot mode; should it fall back to a cold boot after all, the
+    # history's discard note names it (`then`).
+    then = boot_note if resume.expected(name, host, binary, cold) else ""
+    vm = _begin_start(name, host, resume.RESUMED if then else boot_note)
     if vm.state == State.RUNNING:
         return Outcome(vm, False, f"{name} is already running")
     before = process.from_pidfile(files.pidfile)
     undo = lambda: _kill_launched(files, before)  # noqa: E731
-    vm, plan = resume.choose(vm, host, binary, cold)
+    vm, plan = resume.choose(vm, host, binary, cold, then)
     try:
         with bracket(vm.id, State.BOOTING, "abort", undo, "start") as move:
             if plan is not None:
-                resumed = _resume(vm, files, host, binary, plan, timeout, progress)
+                resumed = _resume(vm, files, host, binary, plan, timeout, progress, then)
                 if resumed is not None:
                     return Outcome(move.finish("ready", resumed), True, f"{name} resumed")
             machine.write_guest_files(vm, files)
@@ -199,7 +203,7 @@ def start(
         raise _boot_error(files, failed) from None
 
 
-def _resume(vm, files, host, binary, plan, timeout, progress) -> str | None:
+def _resume(vm, files, host, binary, plan, timeout, progress, then) -> str | None:
     """The `ready` detail of a resume, or None when the saved state was refused (it is
     discarded, with the reason in the history, and the caller boots cold)."""
     progress.step(f"resuming {vm.name} from its saved state")
@@ -207,7 +211,7 @@ def _resume(vm, files, host, binary, plan, timeout, progress) -> str | None:
     try:
         ident = resume.launch(vm, files, host, binary, plan)
     except resume.SaveFailed as failed:
-        resume.discard(vm.id, failed.reason)
+        resume.discard(vm.id, failed.reason, then=then)
         return None
     _record_pid(vm.id, ident)
     resume.consumed(vm.id, plan)

@@ -24,7 +24,7 @@ from aq.errors import AqError
 from aq.qemu import process
 from aq.qemu.hostinfo import HostInfo
 from aq.savedstate import Facts, SaveFailed, instantiate, load, problem
-from aq.store.db import writing
+from aq.store.db import reading, writing
 from aq.store.models import SavedState, Vm
 from aq.vm import find
 
@@ -45,8 +45,9 @@ def _note(session, vm: Vm, detail: str) -> None:
     lifecycle.record(session, vm, "saved-state", vm.state, vm.state, detail)
 
 
-def discard(vm_id: int, reason: str, note: bool = True) -> None:
-    """Drop the VM's saved state (its file too when it owns it); say why in the history."""
+def discard(vm_id: int, reason: str, note: bool = True, then: str = "") -> None:
+    """Drop the VM's saved state (its file too when it owns it); say why in the history,
+    and `then` how the VM boots instead (when its `start` event promised a resume)."""
     path = None
     with writing() as session:
         state = session.scalars(select(SavedState).where(SavedState.vm_id == vm_id)).first()
@@ -56,14 +57,32 @@ def discard(vm_id: int, reason: str, note: bool = True) -> None:
                 path = Path(state.path)
             session.delete(state)
             if note and vm is not None:
-                _note(session, vm, f"cold boot (saved state discarded: {reason})")
+                after = f"; {then}" if then else ""
+                _note(session, vm, f"cold boot (saved state discarded: {reason}){after}")
     if path is not None:
         path.unlink(missing_ok=True)
 
 
-def choose(vm: Vm, host: HostInfo, binary: str, cold: bool) -> tuple[Vm, Plan | None]:
+def expected(name: str, host: HostInfo, binary: str, cold: bool) -> bool:
+    """Whether this start should resume (the VM holds a saved state that can be used),
+    read before the start owns the VM, for its `start` event; `choose` decides."""
+    if cold:
+        return False
+    with reading() as session:
+        vm = find(session, name)
+        state = session.scalars(select(SavedState).where(SavedState.vm_id == vm.id)).first()
+        return state is not None and problem(state, vm, _facts(host, binary)) is None
+
+
+def _facts(host: HostInfo, binary: str) -> Facts:
+    return Facts(binary, host.arch, host.accel)
+
+
+def choose(
+    vm: Vm, host: HostInfo, binary: str, cold: bool, then: str = ""
+) -> tuple[Vm, Plan | None]:
     """The VM's record (its disk tidied, aq.snapshots.tidy) and the saved state to
-    resume it from, or None (after discarding an unusable one)."""
+    resume it from, or None (after discarding an unusable one; `then`: see discard)."""
     from aq import snapshots
 
     files = paths.vm_files(vm.name)
@@ -79,11 +98,11 @@ def choose(vm: Vm, host: HostInfo, binary: str, cold: bool) -> tuple[Vm, Plan | 
             files.saved_state.unlink(missing_ok=True)
         if state is None:
             return vm, None
-        why = "--cold" if cold else problem(state, vm, Facts(binary, host.arch, host.accel))
+        why = "--cold" if cold else problem(state, vm, _facts(host, binary))
         if why is None:
             argv = json.loads(state.argv)
             return vm, Plan(state.id, Path(state.path), state.owned, state.source_vm_id, argv)
-    discard(vm.id, why)
+    discard(vm.id, why, then=then)
     return vm, None
 
 

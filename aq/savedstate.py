@@ -74,7 +74,32 @@ def running_machine(qmp: Any) -> str:
 
 @cache
 def resolve_machine(binary: str, name: str) -> str:
-    """What `-machine name` means for this QEMU (an alias resolved), or `name`."""
+    """What `-machine name` means for this QEMU (an alias resolved), or `name`.
+
+    Asking QEMU costs a third of a second, on every resume; the answer is kept in a
+    file keyed by the binary's path, size and mtime (a new QEMU is a new key)."""
+    import os
+
+    info = os.stat(binary)
+    key = f"{os.path.realpath(binary)}:{info.st_size}:{info.st_mtime_ns}:{name}"
+    cache_file = paths.machine_cache()
+    try:
+        known = json.loads(cache_file.read_text())
+    except (OSError, ValueError):
+        known = {}
+    if isinstance(known, dict) and isinstance(known.get(key), str):
+        return known[key]
+    resolved = _ask_machine(binary, name)
+    known = {**(known if isinstance(known, dict) else {}), key: resolved}
+    with contextlib.suppress(OSError):
+        paths.make_private_dir(cache_file.parent)
+        tmp = cache_file.with_name(f".{cache_file.name}.{os.getpid()}")
+        paths.write_private(tmp, json.dumps(known, indent=1, sort_keys=True) + "\n")
+        tmp.replace(cache_file)  # atomic: a concurrent reader sees one file or the other
+    return resolved
+
+
+def _ask_machine(binary: str, name: str) -> str:
     out = subprocess.run(
         [binary, "-machine", "help"], capture_output=True, text=True, timeout=30
     ).stdout
@@ -279,6 +304,14 @@ def new_record(
         argv=json.dumps(argv),
         disk=disk,
     )
+
+
+def forget_vm(session: Any, vm_id: int) -> None:
+    """Drop the saved state a VM holds, in the transaction that removes the VM (its own
+    file goes with the VM's folder; a clone's copy names the snapshot's, which stays)."""
+    from sqlalchemy import delete
+
+    session.execute(delete(SavedState).where(SavedState.vm_id == vm_id))
 
 
 def copy_for(state: SavedState, disk: str) -> SavedState:

@@ -14,7 +14,7 @@ import shutil
 import uuid
 from pathlib import Path
 
-from aq import bootcopy, defaults, lifecycle, paths, reconcile
+from aq import bootcopy, defaults, lifecycle, paths, reconcile, savedstate
 from aq.errors import WrongState
 from aq.lifecycle import State
 from aq.moves import Outcome, bracket
@@ -22,6 +22,14 @@ from aq.qemu import process
 from aq.store.db import reading, writing
 from aq.store.models import Vm
 from aq.vm import find
+
+
+def _repair_snapshot(name: str) -> None:
+    """Finish a snapshot whose aq process was killed (a VM it left paused continues;
+    the snapshot it froze is kept), before the VM is stopped or removed."""
+    from aq.snapshots import repair
+
+    repair(name)
 
 
 def _begin_stop(name: str) -> tuple[Vm, bool]:
@@ -74,6 +82,7 @@ def _refresh_boot_copy(files: paths.VmFiles, arch: str) -> str:
 def stop(name: str, force: bool = False, timeout: float = defaults.STOP_TIMEOUT) -> Outcome:
     """Shut the VM down (see module doc); `force` kills QEMU at once."""
     reconcile.reconcile(name)
+    _repair_snapshot(name)
     vm, changed = _begin_stop(name)
     if not changed:
         return Outcome(vm, False, f"{name} is already {vm.state}")
@@ -106,6 +115,7 @@ def remove(name: str, force: bool = False) -> Vm:
     folder deleted by this removal.
     """
     reconcile.reconcile(name)
+    _repair_snapshot(name)
     if force:
         with reading() as session:
             state = find(session, name).state
@@ -125,6 +135,7 @@ def remove(name: str, force: bool = False) -> Vm:
                 )
             ports = ", ".join(f"{f.host_port}->{f.guest_port}/{f.protocol}" for f in vm.forwards)
             vm.forwards.clear()
+            savedstate.forget_vm(session, vm.id)
             session.flush()
             vm = lifecycle.transition(session, vm.id, "remove", f"ports released: {ports}")
             tomb = bury(folder, vm.id)

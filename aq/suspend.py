@@ -17,7 +17,7 @@ from aq.moves import Outcome, bracket
 from aq.qemu import process
 from aq.statelock import exclusive
 from aq.store.db import writing
-from aq.store.models import SavedState, Vm
+from aq.store.models import Vm
 from aq.units import format_size
 from aq.vm import find
 
@@ -65,7 +65,7 @@ def suspend(name: str) -> Outcome:
             with writing() as session:
                 current = session.get(Vm, vm.id)
                 assert current is not None
-                _forget_old(session, vm.id)
+                savedstate.forget_vm(session, vm.id)
                 record = savedstate.new_record(
                     path=files.saved_state,
                     size=size,
@@ -84,9 +84,3 @@ def suspend(name: str) -> Outcome:
                 move.finished = True
     files.pidfile.unlink(missing_ok=True)
     return Outcome(vm, True, f"{name} suspended ({format_size(size)} saved)")
-
-
-def _forget_old(session, vm_id: int) -> None:
-    from sqlalchemy import delete
-
-    session.execute(delete(SavedState).where(SavedState.vm_id == vm_id))

@@ -5,6 +5,7 @@ longer be used booting cold with its reason in the history. One cold boot in all
 from __future__ import annotations
 
 import subprocess
+import time
 
 import pytest
 
@@ -76,9 +77,14 @@ def test_suspend_then_start_keeps_dev_shm(installed, twins) -> None:
     installed.aq("suspend", name)
     assert installed.json("status", name)["state"] == "stopped"
     assert (installed.path / "vms" / name / "saved.state").exists()
+    time.sleep(20)  # the saved guest's clock stands still meanwhile
     installed.aq("start", name)
     assert installed.aq("exec", name, "--", "cat", "/dev/shm/kept").stdout == "suspended\n"
-    assert _details(installed, name)[-1].startswith("ready: resumed; guest ready in")
+    guest_now = int(installed.aq("exec", name, "--", "date", "+%s").stdout)
+    assert abs(guest_now - time.time()) < 10  # set to now at the resume
+    details = _details(installed, name)
+    assert details[-1].startswith("ready: resumed; guest ready in"), details
+    assert details[-2].startswith("start: accel ") and details[-2].endswith("; resumed"), details
     assert not (installed.path / "vms" / name / "saved.state").exists()
 
 

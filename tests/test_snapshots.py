@@ -76,7 +76,11 @@ def test_snapshot_rm_refuses_while_used_and_prune_keeps_snapshots(aq, base_image
     assert aq("snapshot", "rm", "s2").exit_code == 4  # src stands on s2
     by_id = aq("images", "rm", str(_image("s1").id))
     assert by_id.exit_code == 4  # `aq images rm` cannot break the chain either
+    assert aq("images", "prune").exit_code == 0  # while src stands on s2 on s1 on the base
+    assert all(Path(_image(t).path).exists() for t in ("s1", "s2"))
+    assert Path(base_image.path).exists()
     assert aq("rm", "src").exit_code == 0
+    assert Path(_image("s2").path).exists()  # removing the VM keeps what it stood on
     assert aq("images", "prune").exit_code == 0
     assert Path(_image("s2").path).exists()  # unused, but prune keeps snapshots
     path = Path(_image("s2").path)
@@ -241,3 +245,105 @@ def test_argv_template_fills_in_the_clone_and_drops_incoming(aq, base_image) -> 
     assert out[8].endswith(f"mac={b.mac}")
     assert f"path={paths.short_socket_path(fb.qmp)}," in out[10]
     assert out[12] == str(fb.pidfile)
+
+
+def _start_events(vm_id: int) -> list[tuple[str, str]]:
+    with reading() as session:
+        rows = session.execute(
+            select(Event.event, Event.detail).where(Event.vm_id == vm_id).order_by(Event.id)
+        )
+        return [(event, detail or "") for event, detail in rows]
+
+
+@needs_qemu
+@pytest.mark.parametrize("cold", [False, True])
+def test_start_event_says_resumed_without_a_boot_mode(aq, base_image, monkeypatch, cold):
+    """A start that will resume says so, not how it would boot; when the saved state
+    is then refused, the discard note says how the VM boots instead. (QEMU is a fake
+    that refuses every launch, so the boot ends in `abort`.)"""
+    from aq import power
+    from aq.errors import AqError
+    from aq.qemu import process
+
+    assert aq("new", "sus").exit_code == 0
+    vm = _vm("sus")
+    _fake_saved_state(vm, savedstate.resolve_machine(QEMU, "pc"))
+
+    def refuse(argv, *rest):
+        raise process.LaunchError("no QEMU in this test", "")
+
+    monkeypatch.setattr(process, "launch", refuse)
+    with pytest.raises(AqError):
+        power.start("sus", accel="tcg", cold=cold)
+    events = _start_events(vm.id)
+    start = next(detail for event, detail in events if event == "start")
+    note = next(detail for event, detail in events if event == "saved-state")
+    boot = "firmware boot (no copy of its kernel yet)"
+    if cold:
+        assert start == f"accel tcg; {boot}"
+        assert note == "cold boot (saved state discarded: --cold)"
+    else:
+        assert start == "accel tcg; resumed"
+        assert note.startswith("cold boot (saved state discarded: QEMU refused the saved ")
+        assert note.endswith(f"; {boot}")
+    assert events[-1][0] == "abort"
+    with reading() as session:
+        assert session.scalars(select(SavedState)).first() is None
+
+
+def _saved_states() -> dict[str, bool]:
+    """Who holds a saved-state row: VM name or snapshot tag -> owned."""
+    with reading() as session:
+        out = {}
+        for state in session.scalars(select(SavedState)):
+            owner = session.get(Vm, state.vm_id) if state.vm_id else None
+            image = session.get(Image, state.image_id) if state.image_id else None
+            key = f"vm {owner.name} {owner.state}" if owner else f"snapshot {image.tag}"
+            out[key] = state.owned
+        return out
+
+
+@needs_qemu
+@pytest.mark.parametrize("by", ["snapshot rm", "images rm"])
+def test_rm_drops_the_saved_state_rows_but_never_a_snapshots_memory(aq, base_image, by) -> None:
+    assert aq("new", "src").exit_code == 0
+    _fake_saved_state(_vm("src"), savedstate.resolve_machine(QEMU, "pc"))  # suspended
+    assert aq("snapshot", "create", "src", "mem").exit_code == 0  # takes the memory: live
+    assert aq("new", "kid", "--from", "mem").exit_code == 0
+    memory = paths.snapshot_memory(Path(_image("mem").path))
+    assert _saved_states() == {
+        "snapshot mem": True,
+        "vm src created": False,
+        "vm kid created": False,
+    }
+    assert aq("rm", "kid").exit_code == 0
+    assert aq("rm", "src").exit_code == 0
+    assert _saved_states() == {"snapshot mem": True}
+    assert memory.exists()
+    listed = json.loads(aq("snapshot", "ls", "--json").stdout)
+    assert [(r["tag"], r["memory"], r["used_by"]) for r in listed] == [("mem", True, [])]
+    assert aq("images", "prune").exit_code == 0
+    assert memory.exists() and Path(_image("mem").path).exists()
+    if by == "snapshot rm":
+        assert aq("snapshot", "rm", "mem").exit_code == 0
+    else:
+        assert aq("images", "rm", str(_image("mem").id)).exit_code == 0
+    assert _saved_states() == {} and not memory.exists()
+
+
+@needs_qemu
+def test_machine_alias_is_asked_of_qemu_once_per_binary(aq_home, monkeypatch) -> None:
+    savedstate.resolve_machine.cache_clear()
+    first = savedstate.resolve_machine(QEMU, "pc")
+    assert first.startswith("pc-i440fx-")
+    assert json.loads(paths.machine_cache().read_text()) == {
+        next(iter(json.loads(paths.machine_cache().read_text()))): first
+    }
+    savedstate.resolve_machine.cache_clear()  # as in the next aq process
+
+    def no_qemu(*args, **kwargs):
+        raise AssertionError("QEMU was asked again")
+
+    monkeypatch.setattr(savedstate, "_ask_machine", no_qemu)
+    assert savedstate.resolve_machine(QEMU, "pc") == first
+    savedstate.resolve_machine.cache_clear()

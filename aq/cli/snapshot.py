@@ -55,6 +55,8 @@ def create(name: str, tag: str, as_json: bool) -> None:
     else:
         kind = "live (disk and memory)" if row.memory else "disk only"
         note(f"snapshot {row.tag} of {name}: {kind}, {format_size(row.size)}")
+        if row.tag != tag:  # another snapshot took the tag while this one was made
+            note(f"the tag {tag} was taken meanwhile: this snapshot is tagged {row.tag}")
 
 
 def _row_dict(row) -> dict:

@@ -135,6 +135,12 @@ session() {
 	while read -r kind arg <&3; do
 		case $kind in
 		P) echo "P $arg" >&3 ;;
+		T)
+			# The clock to the host's (a resumed guest's stood still while it was
+			# saved): one fork, where an exec session costs a dozen (seconds under TCG).
+			case $arg in *[!0-9]* | '') ;; *) date -u -s "@$arg" >/dev/null 2>&1 ;; esac
+			echo "T $arg" >&3
+			;;
 		S)
 			# A port another process holds open cannot be opened again (EBUSY): say
 			# so rather than let the failed exec end this slot's loop for good.

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from aq.errors import AqError, Conflict, NotFound
 from aq.images import catalog
 from aq.store.db import reading, writing
-from aq.store.models import Image
+from aq.store.models import Image, SavedState
 
 
 @dataclass(frozen=True)
@@ -110,6 +110,10 @@ def remove(image_id: int) -> ImageRow:
             )
         _check_deletable(image)
         row = _row(image, [])
+        # A live snapshot's memory: its row goes with the image's (ON DELETE CASCADE).
+        memory = session.scalars(
+            select(SavedState.path).where(SavedState.image_id == image.id)
+        ).all()
         catalog.forget(session, image)
-    _delete_files([row.path])
+    _delete_files([row.path, *memory])
     return row
