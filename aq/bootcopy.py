@@ -87,29 +87,34 @@ def _save(files: VmFiles, copy: Copy) -> None:
     write_record(files.boot_copy, copy)
 
 
-def adopt(source: Path, files: VmFiles) -> bool:
-    """Give a new VM its base's copy (aq.images.basekernel): its disk is the base's
-    until it first boots, so that copy is current for it. Linked when the filesystem
-    allows (the files are never written in place: a refresh replaces them); False, and
-    nothing left behind, when there is no usable copy."""
+def share(source: Path, target: Path) -> bool:
+    """Put the current copy in folder `source` into folder `target` (a new one); linked
+    when the filesystem allows: the files are never written in place (a refresh
+    replaces them). False, and nothing left behind, when there is no usable copy."""
     copy = read_record(source)
     if copy is None or not copy.current:
         return False
     names = ["kernel", "initrd"] if copy.initrds else ["kernel"]
     try:
-        paths.make_private_dir(files.boot_copy)
+        paths.make_private_dir(target)
         for name in names:
-            target = files.boot_copy / name
-            target.unlink(missing_ok=True)
+            (target / name).unlink(missing_ok=True)
             try:
-                os.link(source / name, target)
+                os.link(source / name, target / name)
             except OSError:
-                shutil.copyfile(source / name, target)
-        write_record(files.boot_copy, copy)
+                shutil.copyfile(source / name, target / name)
+        write_record(target, copy)
     except OSError:
-        shutil.rmtree(files.boot_copy, ignore_errors=True)
+        shutil.rmtree(target, ignore_errors=True)
         return False
     return True
+
+
+def adopt(source: Path, files: VmFiles) -> bool:
+    """Give a new VM the copy kept beside the image its disk overlays (a base's, from
+    aq.images.basekernel, or a stopped snapshot's): until the VM first boots its disk
+    is that image, so the copy is current for it."""
+    return share(source, files.boot_copy)
 
 
 def usable(files: VmFiles) -> tuple[Copy | None, str]:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from aq import paths, savedstate
+from aq import savedstate
 from aq.errors import Conflict, NotFound
 from aq.images import catalog
 from aq.lifecycle import State
@@ -115,12 +115,9 @@ def remove(tag: str) -> SnapshotRow:
             if memory is not None and copy.path == memory.path:
                 session.delete(copy)
         catalog.forget(session, image)
-    for text in files:
-        try:
-            path = paths.inside_images(text)
-        except ValueError:
-            continue
-        path.unlink(missing_ok=True)
+    from aq.images.manage import delete_files
+
+    delete_files(files)
     assert row is not None
     return row
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from aq import paths, reconcile, savedstate
+from aq import bootcopy, paths, reconcile, savedstate
 from aq.errors import AqError, Conflict, WrongState
 from aq.guest import channel
 from aq.images import catalog
@@ -124,6 +124,8 @@ def _stopped(name: str, tag: str, files: paths.VmFiles) -> Image:
         elif held is not None:
             session.delete(held)  # its disk is now the snapshot's; it belongs to no one
     _journal(files).unlink(missing_ok=True)
+    # The VM's kernel copy, when current, is the frozen disk's: clones boot it directly.
+    bootcopy.share(files.boot_copy, paths.boot_copy_of(snap))
     return image
 
 

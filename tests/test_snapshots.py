@@ -347,3 +347,45 @@ def test_machine_alias_is_asked_of_qemu_once_per_binary(aq_home, monkeypatch) ->
     monkeypatch.setattr(savedstate, "_ask_machine", no_qemu)
     assert savedstate.resolve_machine(QEMU, "pc") == first
     savedstate.resolve_machine.cache_clear()
+
+
+def _give_base_a_kernel_copy(base: Image) -> Path:
+    from aq import bootcopy
+
+    folder = paths.boot_copy_of(Path(base.path))
+    folder.mkdir()
+    (folder / "kernel").write_bytes(b"kernel")
+    copy = bootcopy.Copy("/boot/extlinux.conf", "/boot/vmlinuz-virt", [], "ro", "k", "", True)
+    bootcopy.write_record(folder, copy)
+    return folder
+
+
+def test_kernel_copies_follow_the_disk_from_base_to_vm_to_snapshot_to_clone(aq, base_image):
+    """Each new disk starts as the image it overlays, so it boots that image's kernel
+    directly at its first start (aq.images.basekernel, aq.bootcopy)."""
+    from aq import bootcopy
+
+    _give_base_a_kernel_copy(base_image)
+    assert aq("new", "src").exit_code == 0
+    assert bootcopy.usable(paths.vm_files("src"))[0] is not None
+    assert aq("snapshot", "create", "src", "gold").exit_code == 0
+    snap_copy = paths.boot_copy_of(Path(_image("gold").path))
+    assert bootcopy.read_record(snap_copy).current
+    assert aq("new", "web", "--from", "gold").exit_code == 0
+    kernel, _ = bootcopy.usable(paths.vm_files("web"))[0].files(paths.vm_files("web"))
+    assert kernel.read_bytes() == b"kernel"
+    # A VM whose copy went stale (it was started) gives its snapshot none.
+    bootcopy.invalidate(paths.vm_files("web"))
+    assert aq("snapshot", "create", "web", "stale").exit_code == 0
+    assert not paths.boot_copy_of(Path(_image("stale").path)).exists()
+    assert aq("new", "web2", "--from", "stale").exit_code == 0
+    assert bootcopy.usable(paths.vm_files("web2")) == (None, "no copy of its kernel yet")
+    # The copy goes with its snapshot, and only then.
+    for name in ("web2", "web"):
+        assert aq("rm", name).exit_code == 0
+    assert aq("snapshot", "rm", "stale").exit_code == 0
+    assert aq("snapshot", "rm", "gold").exit_code == 4  # src stands on it
+    assert snap_copy.exists()
+    assert aq("rm", "src").exit_code == 0
+    assert aq("snapshot", "rm", "gold").exit_code == 0
+    assert not snap_copy.exists()

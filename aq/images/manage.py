@@ -56,7 +56,8 @@ def _check_deletable(image: Image) -> None:
         ) from None
 
 
-def _delete_files(image_paths: list[str]) -> None:
+def delete_files(image_paths: list[str]) -> None:
+    """Delete image files (with what aq keeps beside a disk), only under AQ_HOME/images."""
     from aq import paths
 
     for text in image_paths:
@@ -86,7 +87,7 @@ def prune() -> list[ImageRow]:
             _check_deletable(image)
             removed.append(_row(image, []))
             catalog.forget(session, image)
-    _delete_files([row.path for row in removed])
+    delete_files([row.path for row in removed])
     return removed
 
 
@@ -115,5 +116,5 @@ def remove(image_id: int) -> ImageRow:
             select(SavedState.path).where(SavedState.image_id == image.id)
         ).all()
         catalog.forget(session, image)
-    _delete_files([row.path, *memory])
+    delete_files([row.path, *memory])
     return row
