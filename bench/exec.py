@@ -20,16 +20,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import interleaved, time_command
+from bench.common import compile_aq, interleaved, time_command
 from bench.testvm import aq, ensure_vm, environment
 
-NAME = "bench-exec"
+NAME = os.environ.get("AQ_BENCH_EXEC_VM", "bench-exec")
 RUNS = 7
 TARGET_RATIO = 2.0  # issue 13: aq exec / (raw round trip + interpreter start)
 SIZE = 32 << 20
 
 
 def main() -> int:
+    compile_aq()
     with environment() as env:
         ensure_vm(NAME)
         if '"running"' not in aq("status", NAME, "--json").stdout:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import interleaved, time_command
+from bench.common import compile_aq, interleaved, time_command
 
 RUNS = 9
 TARGET_RATIO = 1.3  # issue 13: aq new / `python -c 'import sqlalchemy.orm'`
@@ -28,6 +28,7 @@ def disk_used(path: Path) -> int:
 
 
 def main() -> int:
+    compile_aq()
     with tempfile.TemporaryDirectory() as home:
         os.environ["AQ_HOME"] = home
         os.environ["AQ_MIRROR"] = "http://127.0.0.1:9/offline"  # prove: no network needed
