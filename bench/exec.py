@@ -6,7 +6,8 @@
   cp:    `aq cp FILE NAME:/tmp/x` throughput vs streaming the same bytes through the
          same channel into `cat > /dev/null` from an already running process.
 
-Run: .venv/bin/python bench/exec.py  (needs a running VM; made and started here)
+Run: .venv/bin/python bench/exec.py  (needs a running VM; made and started here, and
+     stopped at the end unless it was running already or AQ_BENCH_KEEP=1)
 """
 
 from __future__ import annotations
@@ -33,12 +34,14 @@ def main() -> int:
     compile_aq()
     with environment() as env:
         ensure_vm(NAME)
-        if '"running"' not in aq("status", NAME, "--json").stdout:
+        started = '"running"' not in aq("status", NAME, "--json").stdout
+        if started:
             aq("start", NAME, "--timeout", "900")
         try:
             return measure(env)
         finally:
-            aq("stop", NAME)
+            if started and not os.environ.get("AQ_BENCH_KEEP"):
+                aq("stop", NAME)  # only a VM this run started (AQ_BENCH_KEEP=1 keeps it)
 
 
 def measure(env: dict) -> int:

@@ -26,6 +26,18 @@ def _fresh(code: str, env: dict | None = None) -> str:
     return done.stdout.strip()
 
 
+def _program(args: list[str], env: dict) -> subprocess.CompletedProcess:
+    """`python -m aq ARGS`, as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "aq", *args],
+        cwd=REPO,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 def test_the_table_names_every_module_command_in_order() -> None:
     from aq.cli.main import MODULES, cli
 
@@ -42,7 +54,14 @@ def test_a_lookup_imports_one_module() -> None:
         "print(sorted(m for m in sys.modules if m.startswith('aq.cli.')))"
     )
     assert _fresh(code) == str(
-        ["aq.cli.complete", "aq.cli.main", "aq.cli.output", "aq.cli.render", "aq.cli.vms"]
+        [
+            "aq.cli.complete",
+            "aq.cli.main",
+            "aq.cli.output",
+            "aq.cli.render",
+            "aq.cli.report",
+            "aq.cli.vms",
+        ]
     )
 
 
@@ -75,6 +94,7 @@ def test_exec_on_a_running_vm_skips_the_orm(aq, base_image, aq_home: Path) -> No
         assert ident is not None
         _running_record("fast", ident.pid, ident.started)
         assert _surely_running("fast")
+        env = {"AQ_HOME": str(aq_home)}
         code = (
             "import sys\nfrom aq.cli.main import cli\n"
             "try:\n    cli.main(['exec', 'fast', '--', 'true'], prog_name='aq')\n"
@@ -83,11 +103,23 @@ def test_exec_on_a_running_vm_skips_the_orm(aq, base_image, aq_home: Path) -> No
             "print(*sorted(m for m in ('alembic', 'transitions', 'tenacity', 'qemu.qmp',"
             " 'urllib.request', 'traceback', 'asyncio') if m in sys.modules))"
         )
-        # No agent answers the stand-in: aq's own failure (255), and no ORM on the way.
-        assert _fresh(code, {"AQ_HOME": str(aq_home)}).splitlines() == [
-            "255",
-            "False",
-        ]  # and no heavy module: nothing printed
+        # No agent answers the stand-in: aq's own failure (255), and no ORM on the way
+        # (and no heavy module: nothing printed on the third line).
+        assert _fresh(code, env).splitlines() == ["255", "False"]
+        # The program itself: the plain form needs neither click nor the ORM...
+        code = (
+            "import sys\nfrom aq.cli.entry import main\n"
+            "sys.argv = ['aq', 'exec', 'fast', '--', 'true']\n"
+            "try:\n    main()\nexcept SystemExit as done:\n    print(done.code)\n"
+            "print('click' in sys.modules, 'sqlalchemy' in sys.modules)"
+        )
+        assert _fresh(code, env).splitlines() == ["255", "False False"]
+        # ...and fails exactly as click's path does (`exec NAME CMD` takes that one).
+        fast = _program(["exec", "fast", "--", "true"], env)
+        slow = _program(["exec", "fast", "true"], env)
+        assert fast.returncode == slow.returncode == 255
+        assert fast.stderr == slow.stderr and fast.stderr.startswith("Error: cannot reach")
+        assert len(fast.stderr.splitlines()) == 1
     finally:
         stand_in.kill()
         stand_in.wait()
@@ -115,7 +147,7 @@ HEAVY = (
 def _imported_by(args: list[str], home: Path) -> set[str]:
     """The HEAVY modules a fresh interpreter has loaded after `aq ARGS` ran."""
     code = (
-        "import sys\nfrom aq.cli.main import main\n"
+        "import sys\nfrom aq.cli.entry import main\n"
         f"sys.argv = ['aq', *{args!r}]\n"
         "try:\n    main()\nexcept SystemExit as done:\n    assert not done.code, done.code\n"
         f"print('loaded:', *(m for m in {HEAVY!r} if m in sys.modules))"
@@ -152,7 +184,7 @@ def test_the_store_commands_import_no_more_than_the_store(aq, base_image, aq_hom
 
 def test_gc_is_off_while_modules_load_then_back(tmp_path: Path) -> None:
     code = (
-        "import gc, threading, time, sys\nfrom aq.cli import main as m\n"
+        "import gc, threading, time, sys\nfrom aq.cli import entry as m\n"
         "m._collect_later()\nprint(gc.isenabled())\n"
         "timer = [t for t in threading.enumerate() if t is not threading.main_thread()][0]\n"
         "if sys.platform == 'linux':\n"

@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import gc
-import os
-import signal
 import sys
-import threading
 
 import click
 
 from aq.cli.output import FAILURE_CODE
+from aq.cli.report import debugging, failure, show
 from aq.errors import AqError
 
 
 def _debugging(ctx: click.Context) -> bool:
-    root = ctx.find_root()
-    return bool(root.params.get("debug")) or os.environ.get("AQ_DEBUG", "") not in ("", "0")
+    return debugging(bool(ctx.find_root().params.get("debug")))
 
 
 def _print_version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
@@ -32,29 +28,18 @@ class AqGroup(click.Group):
     def invoke(self, ctx: click.Context):  # type: ignore[override]
         try:
             return super().invoke(ctx)
-        except AqError as err:
-            self._fail(ctx, err.one_line(), ctx.meta.get(FAILURE_CODE, err.exit_code))
-        except KeyboardInterrupt:
-            self._fail(ctx, "interrupted", 130)
+        except (AqError, KeyboardInterrupt) as err:
+            self._fail(ctx, *failure(err, ctx.meta.get(FAILURE_CODE)))
         except click.UsageError as err:
             self._fail(ctx, _usage_line(err), ctx.meta.get(FAILURE_CODE, err.exit_code))
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
         except Exception as err:  # a bug: say so briefly, details with --debug
-            self._fail(
-                ctx,
-                f"unexpected {type(err).__name__}: {str(err).strip().splitlines()[0]}. "
-                "Hint: run with --debug for details",
-                ctx.meta.get(FAILURE_CODE, 1),
-            )
+            self._fail(ctx, *failure(err, ctx.meta.get(FAILURE_CODE)))
 
     @staticmethod
     def _fail(ctx: click.Context, line: str, code: int) -> None:
-        if _debugging(ctx):
-            import traceback
-
-            traceback.print_exc()
-        click.echo(f"Error: {line}", err=True)
+        show(line, _debugging(ctx))
         ctx.exit(code)
 
 
@@ -152,38 +137,8 @@ class LazyCommands(dict):
 cli.commands = LazyCommands()
 
 
-# How long a run goes without cyclic garbage collection (see _collect_later).
-GC_PAUSE_S = 1.0
-
-
-def _collect_later() -> None:
-    """Keep Python's cycle collector off while the command's modules load.
-
-    Importing SQLAlchemy and mapping aq's tables makes a few hundred thousand objects
-    that live as long as the process; the collector scanning them while they are made
-    cost about 60 ms of a 0.5 s `aq new` (one full and some 130 young collections).
-    Most runs end before GC_PAUSE_S; a longer one (start, console, a long exec) gets
-    the collector back then, with what exists by then frozen (never scanned again).
-    The timer thread is started with every signal blocked, so Ctrl-C and the like are
-    always delivered to the main thread.
-    """
-    gc.disable()
-    timer = threading.Timer(GC_PAUSE_S, _collect_again)
-    timer.daemon = True
-    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
-    try:
-        timer.start()  # the new thread inherits the mask: no signal is ever its
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-
-
-def _collect_again() -> None:
-    gc.freeze()
-    gc.enable()
-
-
 def main() -> None:
-    _collect_later()
+    """click alone (the program's entry point is aq.cli.entry.main)."""
     cli.main(prog_name="aq")
 
 
