@@ -43,3 +43,26 @@ def compile_aq() -> None:
 
     package = Path(__file__).resolve().parent.parent / "aq"
     assert compileall.compile_dir(package, quiet=1), "aq did not compile"
+
+
+def instructions(argv: Sequence[str], env: dict | None = None) -> int | None:
+    """Instructions the process executed (valgrind's callgrind; None without valgrind).
+
+    Unlike wall or CPU time this does not move with the load of a shared host, so a
+    ratio of two counts holds when medians of times do not. About 50 times slower than
+    a plain run; the child processes it starts (qemu-img) are not counted.
+    """
+    import re
+    import shutil
+
+    if shutil.which("valgrind") is None:
+        return None
+    done = subprocess.run(
+        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *argv],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    found = re.search(r"Collected : (\d+)", done.stderr)
+    return int(found.group(1)) if found else None

@@ -3,7 +3,8 @@
 Targets: at most 0.5 s, at most 1 MiB of new disk per VM, and at most 1.3 times a bare
 `python -c "import sqlalchemy.orm"` measured in the same run (interleaved). The base here is a real
 qcow2 of the base's size registered as installed (what `aq new` reads is the same: it
-does not boot anything). Run: .venv/bin/python bench/new.py
+does not boot anything). Run: .venv/bin/python bench/new.py [--instructions]
+(--instructions: also both counted by valgrind, a ratio that a loaded host does not move)
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import compile_aq, interleaved, time_command
+from bench.common import compile_aq, instructions, interleaved, time_command
 
 RUNS = 9
 TARGET_RATIO = 1.3  # issue 13: aq new / `python -c 'import sqlalchemy.orm'`
@@ -59,17 +60,20 @@ def main() -> int:
         counter = iter(range(10_000))
         sizes: list[int] = []
 
+        def one_new_argv(name: str) -> list[str]:
+            return [sys.executable, "-m", "aq", "new", name, "--cpus", "1"]
+
         def one_new() -> float:
             name = f"bench-{next(counter)}"
-            took = time_command([sys.executable, "-m", "aq", "new", name, "--cpus", "1"], env)
+            took = time_command(one_new_argv(name), env)
             sizes.append(disk_used(Path(home) / "vms" / name))
             return took
 
-        orm = [sys.executable, "-c", "import sqlalchemy.orm"]
+        orm_argv = [sys.executable, "-c", "import sqlalchemy.orm"]
         one_new()
-        time_command(orm, env)
+        time_command(orm_argv, env)
         sizes.clear()
-        ours, ref = interleaved(RUNS, one_new, lambda: time_command(orm, env))
+        ours, ref = interleaved(RUNS, one_new, lambda: time_command(orm_argv, env))
         median, orm = statistics.median(ours), statistics.median(ref)
         worst_disk = max(sizes)
         ratio = median / orm
@@ -80,6 +84,14 @@ def main() -> int:
             f"{worst_disk / 1024:.0f} KiB (target <= 1024) | "
             f"{'OK' if ok else 'OVER TARGET'}"
         )
+        if "--instructions" in sys.argv:
+            ours_i = instructions([*one_new_argv(f"bench-i-{next(counter)}")], env)
+            ref_i = instructions(orm_argv, env)
+            if ours_i and ref_i:
+                print(
+                    f"instructions (callgrind): aq new {ours_i / 1e6:.0f} M | import "
+                    f"sqlalchemy.orm {ref_i / 1e6:.0f} M | ratio {ours_i / ref_i:.2f}"
+                )
         subprocess.run([sys.executable, "-m", "aq", "ls"], env=env, stdout=subprocess.DEVNULL)
     return 0 if ok else 1
 
