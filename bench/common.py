@@ -50,7 +50,9 @@ def instructions(argv: Sequence[str], env: dict | None = None) -> int | None:
 
     Unlike wall or CPU time this does not move with the load of a shared host, so a
     ratio of two counts holds when medians of times do not. About 50 times slower than
-    a plain run; the child processes it starts (qemu-img) are not counted.
+    a plain run; the child processes it starts (qemu-img) are not counted, and aq's
+    pause of the cycle collector (aq.cli.entry, 1 s of wall time) ends early in so slow
+    a run, so aq's count includes collections that a normal run does not make.
     """
     import re
     import shutil
