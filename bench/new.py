@@ -10,6 +10,7 @@ does not boot anything). Run: .venv/bin/python bench/new.py [--instructions]
 from __future__ import annotations
 
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -63,9 +64,19 @@ def main() -> int:
         def one_new_argv(name: str) -> list[str]:
             return [sys.executable, "-m", "aq", "new", name, "--cpus", "1"]
 
+        cpu: dict[str, list[float]] = {"aq": [], "orm": []}
+
+        def timed(argv: list[str], key: str) -> float:
+            """Wall time; the CPU time (user + system, children included) goes to cpu."""
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            took = time_command(argv, env)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu[key].append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+            return took
+
         def one_new() -> float:
             name = f"bench-{next(counter)}"
-            took = time_command(one_new_argv(name), env)
+            took = timed(one_new_argv(name), "aq")
             sizes.append(disk_used(Path(home) / "vms" / name))
             return took
 
@@ -73,7 +84,8 @@ def main() -> int:
         one_new()
         time_command(orm_argv, env)
         sizes.clear()
-        ours, ref = interleaved(RUNS, one_new, lambda: time_command(orm_argv, env))
+        cpu["aq"].clear()
+        ours, ref = interleaved(RUNS, one_new, lambda: timed(orm_argv, "orm"))
         median, orm = statistics.median(ours), statistics.median(ref)
         worst_disk = max(sizes)
         ratio = median / orm
@@ -83,6 +95,12 @@ def main() -> int:
             f"{orm:.3f}s | ratio {ratio:.2f} (target <= {TARGET_RATIO}) | max new disk "
             f"{worst_disk / 1024:.0f} KiB (target <= 1024) | "
             f"{'OK' if ok else 'OVER TARGET'}"
+        )
+        ours_cpu, orm_cpu = statistics.median(cpu["aq"]), statistics.median(cpu["orm"])
+        print(
+            f"CPU time (user + system): aq new median {ours_cpu:.3f}s | import "
+            f"sqlalchemy.orm median {orm_cpu:.3f}s | ratio {ours_cpu / orm_cpu:.2f} "
+            "(steadier than wall time on a loaded host)"
         )
         if "--instructions" in sys.argv:
             ours_i = instructions([*one_new_argv(f"bench-i-{next(counter)}")], env)
