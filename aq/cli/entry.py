@@ -98,8 +98,7 @@ def main() -> None:
     _collect_later()
     status = fast_exec(sys.argv[1:])
     if status is not None:
-        sys.stdout.flush()
-        sys.exit(status)
+        sys.exit(status)  # as click's ctx.exit ends: Python flushes stdout on the way
     from aq.cli.main import cli
 
     cli.main(prog_name="aq")
