@@ -84,9 +84,11 @@ def _exec(name: str, command: list[str]) -> int:
 def fast_exec(argv: list[str]) -> int | None:
     """The exit status of a plain `aq exec` on a running VM; None: click's turn."""
     plain = plain_exec(argv)
-    if plain is None or not surely_running(plain[0]):
+    if plain is None:
         return None
     try:
+        if not surely_running(plain[0]):
+            return None
         return _exec(*plain)
     except (Exception, KeyboardInterrupt) as err:
         line, code = failure(err, EXEC_FAILURE)
