@@ -1,3 +1,3 @@
-from aq.cli.main import main
+from aq.cli.entry import main
 
 main()

@@ -8,10 +8,8 @@ Linux). Every directory aq makes is private to its owner (0700).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import stat
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -314,6 +312,9 @@ def short_socket_path(path: Path) -> str:
     text = str(path)
     if len(text.encode()) <= MAX_SOCKET_PATH:
         return text
+    import hashlib  # only here: `aq exec`'s short path imports neither
+    import tempfile
+
     digest = hashlib.sha256(str(path.parent).encode()).hexdigest()[:16]
     links = Path(tempfile.gettempdir()) / f"aq-{os.getuid()}"
     # A shared temp directory: whoever made aq-UID first owns it, so trust it only if it

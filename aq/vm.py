@@ -86,6 +86,10 @@ def check_spec(spec: NewVm) -> None:
         validate_name(spec.name)
         with reading() as session:
             _check_name_free(session, spec.name)
+    _check_values(spec)
+
+
+def _check_values(spec: NewVm) -> None:
     if not 1 <= spec.cpus <= 64:
         raise InvalidInput(f"invalid CPU count {spec.cpus}: use 1-64")
     if not 64 <= spec.memory_mib <= 1024 * 1024:
@@ -104,8 +108,14 @@ def check_spec(spec: NewVm) -> None:
         seen.add(key)
 
 
+def _name_taken(session: Session, name: str) -> bool:
+    """Whether a VM that is not removed has this name (one light query: no loading)."""
+    query = select(Vm.id).where(Vm.name == name, Vm.state != REMOVED).limit(1)
+    return session.scalars(query).first() is not None
+
+
 def _check_name_free(session: Session, name: str) -> None:
-    if session.scalars(_live_query(name)).first() is not None:
+    if _name_taken(session, name):
         raise Conflict(
             f"a VM named '{name}' already exists",
             hint=f"choose another name, or remove it with `aq rm {name}`",
@@ -115,7 +125,7 @@ def _check_name_free(session: Session, name: str) -> None:
 def _unique_random_name(session: Session) -> str:
     for _ in range(100):
         name = random_name()
-        if session.scalars(_live_query(name)).first() is None:
+        if not _name_taken(session, name):
             return name
     raise Conflict("could not find a free random name", hint="give the VM a name")
 
@@ -197,7 +207,9 @@ def create(spec: NewVm, base: Image) -> Vm:
     concurrent creators never collide; if anything fails, the VM's folder is removed
     (still under the lock) and nothing is recorded.
     """
-    check_spec(spec)
+    if spec.name is not None:
+        validate_name(spec.name)
+    _check_values(spec)  # the name is checked once, under the write lock below
     disk_size = _disk_size(spec, base)
     with writing() as session:
         if spec.name is None:

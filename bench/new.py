@@ -3,12 +3,14 @@
 Targets: at most 0.5 s, at most 1 MiB of new disk per VM, and at most 1.3 times a bare
 `python -c "import sqlalchemy.orm"` measured in the same run (interleaved). The base here is a real
 qcow2 of the base's size registered as installed (what `aq new` reads is the same: it
-does not boot anything). Run: .venv/bin/python bench/new.py
+does not boot anything). Run: .venv/bin/python bench/new.py [--instructions]
+(--instructions: also both counted by valgrind, a ratio that a loaded host does not move)
 """
 
 from __future__ import annotations
 
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -17,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import interleaved, time_command
+from bench.common import compile_aq, instructions, interleaved, time_command
 
 RUNS = 9
 TARGET_RATIO = 1.3  # issue 13: aq new / `python -c 'import sqlalchemy.orm'`
@@ -28,6 +30,7 @@ def disk_used(path: Path) -> int:
 
 
 def main() -> int:
+    compile_aq()
     with tempfile.TemporaryDirectory() as home:
         os.environ["AQ_HOME"] = home
         os.environ["AQ_MIRROR"] = "http://127.0.0.1:9/offline"  # prove: no network needed
@@ -58,17 +61,31 @@ def main() -> int:
         counter = iter(range(10_000))
         sizes: list[int] = []
 
+        def one_new_argv(name: str) -> list[str]:
+            return [sys.executable, "-m", "aq", "new", name, "--cpus", "1"]
+
+        cpu: dict[str, list[float]] = {"aq": [], "orm": []}
+
+        def timed(argv: list[str], key: str) -> float:
+            """Wall time; the CPU time (user + system, children included) goes to cpu."""
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            took = time_command(argv, env)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu[key].append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+            return took
+
         def one_new() -> float:
             name = f"bench-{next(counter)}"
-            took = time_command([sys.executable, "-m", "aq", "new", name, "--cpus", "1"], env)
+            took = timed(one_new_argv(name), "aq")
             sizes.append(disk_used(Path(home) / "vms" / name))
             return took
 
-        orm = [sys.executable, "-c", "import sqlalchemy.orm"]
+        orm_argv = [sys.executable, "-c", "import sqlalchemy.orm"]
         one_new()
-        time_command(orm, env)
+        time_command(orm_argv, env)
         sizes.clear()
-        ours, ref = interleaved(RUNS, one_new, lambda: time_command(orm, env))
+        cpu["aq"].clear()
+        ours, ref = interleaved(RUNS, one_new, lambda: timed(orm_argv, "orm"))
         median, orm = statistics.median(ours), statistics.median(ref)
         worst_disk = max(sizes)
         ratio = median / orm
@@ -79,6 +96,20 @@ def main() -> int:
             f"{worst_disk / 1024:.0f} KiB (target <= 1024) | "
             f"{'OK' if ok else 'OVER TARGET'}"
         )
+        ours_cpu, orm_cpu = statistics.median(cpu["aq"]), statistics.median(cpu["orm"])
+        print(
+            f"CPU time (user + system): aq new median {ours_cpu:.3f}s | import "
+            f"sqlalchemy.orm median {orm_cpu:.3f}s | ratio {ours_cpu / orm_cpu:.2f} "
+            "(steadier than wall time on a loaded host)"
+        )
+        if "--instructions" in sys.argv:
+            ours_i = instructions([*one_new_argv(f"bench-i-{next(counter)}")], env)
+            ref_i = instructions(orm_argv, env)
+            if ours_i and ref_i:
+                print(
+                    f"instructions (callgrind): aq new {ours_i / 1e6:.0f} M | import "
+                    f"sqlalchemy.orm {ref_i / 1e6:.0f} M | ratio {ours_i / ref_i:.2f}"
+                )
         subprocess.run([sys.executable, "-m", "aq", "ls"], env=env, stdout=subprocess.DEVNULL)
     return 0 if ok else 1
 

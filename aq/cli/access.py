@@ -8,22 +8,9 @@ import sys
 import click
 
 from aq.cli import complete
+from aq.cli.entry import surely_running as _surely_running
 from aq.cli.output import FAILURE_CODE, note
 from aq.errors import EXEC_FAILURE
-
-
-def _surely_running(name: str) -> bool:
-    """Whether the store says `name` runs and its QEMU is alive, read without
-    SQLAlchemy: the common case of `aq exec` then costs no ORM import. When this says
-    no, _running asks the full store, which corrects the record and explains."""
-    from aq import paths
-    from aq.qemu import process
-    from aq.store import peek
-
-    recorded = peek.running_vm(name)
-    if recorded is None:
-        return False
-    return process.is_alive(process.Identity(*recorded), paths.vm_files(name).pidfile)
 
 
 def _running(name: str):

@@ -1,4 +1,5 @@
-"""Shell completion (bash, zsh, fish) through click: VM names, image ids, settings.
+"""Shell completion (bash, zsh, fish) through click: VM names, snapshot tags, image ids,
+settings.
 
 Click runs these when the shell asks (`_AQ_COMPLETE=bash_complete aq ...`, set up by
 `eval "$(_AQ_COMPLETE=bash_source aq)"` or by Homebrew). They read the database through
@@ -26,23 +27,23 @@ def vm_name(_ctx: click.Context, _param: click.Parameter, incomplete: str) -> li
     return [_item(n) for n in peek.vm_names() if n.startswith(incomplete)]
 
 
-def _image_items(kind: str | None, incomplete: str) -> list:
+def image_id(_ctx: click.Context, _param: click.Parameter, incomplete: str) -> list:
     from aq.store import peek
 
     return [
-        _item(str(i), help=f"{k} {v}")
-        for i, k, v in peek.images(kind)
-        if str(i).startswith(incomplete)
+        _item(str(i), help=f"{k} {v}") for i, k, v in peek.images() if str(i).startswith(incomplete)
     ]
 
 
-def image_id(_ctx: click.Context, _param: click.Parameter, incomplete: str) -> list:
-    return _image_items(None, incomplete)
+def snapshot_tag(_ctx: click.Context, _param: click.Parameter, incomplete: str) -> list:
+    """The tags `aq snapshot rm` and `aq new --from` take, each with what it holds."""
+    from aq.store import peek
 
-
-def snapshot_id(_ctx: click.Context, _param: click.Parameter, incomplete: str) -> list:
-    """Snapshots are images of kind 'snapshot' (for the commands that take one)."""
-    return _image_items("snapshot", incomplete)
+    return [
+        _item(tag, help="live (disk and memory)" if live else "disk only")
+        for tag, live in peek.snapshot_tags()
+        if tag.startswith(incomplete)
+    ]
 
 
 def vm_or_path(ctx: click.Context, param: click.Parameter, incomplete: str) -> list:

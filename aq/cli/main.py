@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import sys
-import traceback
 
 import click
 
 from aq.cli.output import FAILURE_CODE
+from aq.cli.report import debugging, failure, show
 from aq.errors import AqError
 
 
 def _debugging(ctx: click.Context) -> bool:
-    root = ctx.find_root()
-    return bool(root.params.get("debug")) or os.environ.get("AQ_DEBUG", "") not in ("", "0")
+    return debugging(bool(ctx.find_root().params.get("debug")))
 
 
 def _print_version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
@@ -30,27 +28,18 @@ class AqGroup(click.Group):
     def invoke(self, ctx: click.Context):  # type: ignore[override]
         try:
             return super().invoke(ctx)
-        except AqError as err:
-            self._fail(ctx, err.one_line(), ctx.meta.get(FAILURE_CODE, err.exit_code))
-        except KeyboardInterrupt:
-            self._fail(ctx, "interrupted", 130)
+        except (AqError, KeyboardInterrupt) as err:
+            self._fail(ctx, *failure(err, ctx.meta.get(FAILURE_CODE)))
         except click.UsageError as err:
             self._fail(ctx, _usage_line(err), ctx.meta.get(FAILURE_CODE, err.exit_code))
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
         except Exception as err:  # a bug: say so briefly, details with --debug
-            self._fail(
-                ctx,
-                f"unexpected {type(err).__name__}: {str(err).strip().splitlines()[0]}. "
-                "Hint: run with --debug for details",
-                ctx.meta.get(FAILURE_CODE, 1),
-            )
+            self._fail(ctx, *failure(err, ctx.meta.get(FAILURE_CODE)))
 
     @staticmethod
     def _fail(ctx: click.Context, line: str, code: int) -> None:
-        if _debugging(ctx):
-            traceback.print_exc()
-        click.echo(f"Error: {line}", err=True)
+        show(line, _debugging(ctx))
         ctx.exit(code)
 
 
@@ -149,6 +138,7 @@ cli.commands = LazyCommands()
 
 
 def main() -> None:
+    """click alone (the program's entry point is aq.cli.entry.main)."""
     cli.main(prog_name="aq")
 
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import click
 
+from aq.cli import complete
 from aq.cli.output import iso, json_option, note, print_json, print_table
 from aq.cli.render import vm_dict
 from aq.units import format_size
 
 
 @click.command("suspend")
-@click.argument("name")
+@click.argument("name", shell_complete=complete.vm_name)
 @json_option
 def suspend(name: str, as_json: bool) -> None:
     """Save a running VM's memory and stop it; `aq start` resumes it where it was.
@@ -37,7 +38,7 @@ def snapshot() -> None:
 
 
 @snapshot.command("create")
-@click.argument("name")
+@click.argument("name", shell_complete=complete.vm_name)
 @click.argument("tag")
 @json_option
 def create(name: str, tag: str, as_json: bool) -> None:
@@ -125,7 +126,7 @@ def _print_tree(rows) -> None:
 
 
 @snapshot.command("rm")
-@click.argument("tag")
+@click.argument("tag", shell_complete=complete.snapshot_tag)
 def rm(tag: str) -> None:
     """Remove a snapshot; refused (exit 4) while a VM or snapshot stands on it.
 

@@ -51,7 +51,13 @@ def _size(_ctx, _param, value: str | None) -> int | None:
     help="The guest's CPU architecture (default: the host's). Another arch than the "
     "host's runs emulated (TCG): slow, but it works on any host.",
 )
-@click.option("--from", "tag", metavar="TAG", help="Spawn on a snapshot (`aq snapshot ls`).")
+@click.option(
+    "--from",
+    "tag",
+    metavar="TAG",
+    shell_complete=complete.snapshot_tag,
+    help="Spawn on a snapshot (`aq snapshot ls`).",
+)
 @click.option("--count", type=click.IntRange(1, 256), help="With --from: make NAME-1 ... NAME-N.")
 @json_option
 def new(name, cpus, memory, disk_size, ports, arch, tag, count, as_json) -> None:

@@ -32,7 +32,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import secrets
 import select
 import selectors
 import signal
@@ -150,7 +149,8 @@ def slot(files: VmFiles, wait: float = 60.0) -> Iterator[Slot]:
 
 def ping(files: VmFiles, timeout: float = 5.0, slot_number: int = 0) -> bool:
     """Whether the agent answers on a slot's control socket within `timeout`."""
-    return _echoed(files, f"P {secrets.token_hex(8)}", timeout, slot_number)
+    nonce = os.urandom(8).hex()  # secrets.token_hex, without hmac's imports
+    return _echoed(files, f"P {nonce}", timeout, slot_number)
 
 
 def set_clock(files: VmFiles, epoch: int, timeout: float = 5.0, slot_number: int = 0) -> bool:
@@ -205,7 +205,7 @@ class _Session:
     def __init__(self, held: Slot, options: ExecOptions) -> None:
         self.held = held
         self.options = options
-        self.nonce = secrets.token_hex(8)
+        self.nonce = os.urandom(8).hex()  # secrets.token_hex, without hmac's imports
         marker = f"AQ{self.nonce}\n".encode()
         self.out = Stream(held.out, options.stdout, marker)
         self.err = Stream(held.err, options.stderr, marker)

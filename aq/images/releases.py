@@ -20,7 +20,6 @@ from sqlalchemy import select
 
 from aq import config
 from aq.errors import AqError, Conflict
-from aq.images.http import SMALL_LIMIT, shown
 from aq.store.db import reading, writing
 from aq.store.models import Image, Release, utcnow
 
@@ -75,6 +74,13 @@ def _bad(arch: str, what: str) -> AqError:
         f"the mirror's latest-releases.yaml for {arch} has {what}",
         hint="the mirror is broken or hostile; try another (`aq config set mirror URL`)",
     )
+
+
+def shown(text: object) -> str:
+    """aq.images.http.shown; HTTP's modules load only when a mirror's text is shown."""
+    from aq.images.http import shown as safe
+
+    return safe(text)
 
 
 def _load_yaml(text: str, arch: str):
@@ -206,7 +212,7 @@ def refresh(arch: str, allow_older: bool = False) -> ReleaseInfo:
     A mirror that offers an older release than aq has already seen (a rollback to a
     release with known holes) is refused unless `allow_older`; the cache is unchanged.
     """
-    from aq.images.http import fetch
+    from aq.images.http import SMALL_LIMIT, fetch
 
     mirror = config.get("mirror") or config.DEFAULT_MIRROR
     info = parse_index(

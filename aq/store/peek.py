@@ -60,6 +60,15 @@ def images(kind: str | None = None) -> list[tuple[int, str, str]]:
     return [(int(i), str(k), str(v)) for i, k, v in _rows(sql + " ORDER BY id", params)]
 
 
+def snapshot_tags() -> list[tuple[str, bool]]:
+    """(tag, live) of the snapshots aq keeps; live: it holds memory too."""
+    sql = (
+        "SELECT i.tag, EXISTS (SELECT 1 FROM saved_states s WHERE s.image_id = i.id) "
+        "FROM images i WHERE i.kind = 'snapshot' AND i.tag IS NOT NULL ORDER BY i.tag"
+    )
+    return [(str(tag), bool(live)) for tag, live in _rows(sql)]
+
+
 def setting(key: str) -> str | None:
     """A value stored by `aq config set`, or None."""
     rows = _rows("SELECT value FROM settings WHERE key = ?", (key,))

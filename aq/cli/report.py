@@ -1,0 +1,39 @@
+"""How an error that escapes a command is shown: one line and an exit code.
+
+Shared by click's group (aq.cli.main) and `aq exec`'s click-free path (aq.cli.entry),
+so both print the same line and exit with the same code.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from aq.errors import AqError
+
+
+def failure(err: BaseException, code: int | None = None) -> tuple[str, int]:
+    """The line after "Error: " and the exit code for `err`; `code` replaces aq's own
+    code (aq exec and aq ssh: 255, since the guest command owns the others)."""
+    if isinstance(err, KeyboardInterrupt):
+        return "interrupted", 130
+    if isinstance(err, AqError):
+        return err.one_line(), err.exit_code if code is None else code
+    first = (str(err).strip().splitlines() or [""])[0]
+    line = f"unexpected {type(err).__name__}: {first}. Hint: run with --debug for details"
+    return line, 1 if code is None else code
+
+
+def debugging(flag: bool = False) -> bool:
+    """--debug, or AQ_DEBUG set to anything but 0: tracebacks are shown."""
+    return flag or os.environ.get("AQ_DEBUG", "") not in ("", "0")
+
+
+def show(line: str, with_traceback: bool) -> None:
+    """Print the error line on stderr (the traceback first, if asked); call it from
+    inside the `except` block, where the traceback is still at hand."""
+    if with_traceback:
+        import traceback
+
+        traceback.print_exc()
+    print(f"Error: {line}", file=sys.stderr, flush=True)
