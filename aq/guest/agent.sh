@@ -18,12 +18,13 @@ SHELL=/bin/sh
 export PATH HOME USER LOGNAME SHELL
 
 port() {
-	# A builtin read, not cat: every exec is slow early in a TCG boot.
+	# The device of port $1, in $found. Builtins only, and no $(...) subshell: under
+	# TCG every fork and exec costs tens of milliseconds, and an exec pays for each.
 	for dir in /sys/class/virtio-ports/*; do
 		name=
 		read -r name 2>/dev/null <"$dir/name"
 		if [ "$name" = "$1" ]; then
-			echo "/dev/${dir##*/}"
+			found="/dev/${dir##*/}"
 			return 0
 		fi
 	done
@@ -38,8 +39,11 @@ take() {
 }
 
 bytes() {
-	n=$(sed -n 's/^\([0-9][0-9]*\) bytes.*/\1/p' "$1" 2>/dev/null)
-	echo "${n:-0}"
+	# The byte count in dd's report ("N bytes (...) copied"), in $n; builtins only.
+	n=0
+	while read -r count word _; do
+		case $word in bytes) case $count in *[!0-9]* | '') ;; *) n=$count ;; esac ;; esac
+	done 2>/dev/null <"$1"
 }
 
 group() {
@@ -73,7 +77,8 @@ launch() {
 	# read the next session's control lines (under TCG a busy guest can take longer
 	# than any fixed cap to schedule it).
 	until [ -s "$dir/feeder" ]; do sleep 0.05; done
-	feeder=$(cat "$dir/feeder" 2>/dev/null)
+	feeder=
+	read -r feeder <"$dir/feeder" 2>/dev/null
 	# The command, in a session and process group of its own, from /root.
 	# The command gets none of the channel's ports (fds 3, 5, 6): a daemon it leaves
 	# behind would hold them open, and the slot's next session could not open them.
@@ -121,14 +126,17 @@ run() {
 	status=$?
 	wait "$opump" "$epump"
 	if [ ! -e "$dir/gone" ]; then
-		printf 'R %s %s %s\n' "$status" "$(bytes "$dir/out.stat")" "$(bytes "$dir/err.stat")" >&3
+		bytes "$dir/out.stat"
+		sent=$n
+		bytes "$dir/err.stat"
+		printf 'R %s %s %s\n' "$status" "$sent" "$n" >&3
 	fi
 	rm -rf "$dir"
 }
 
 session() {
-	ctl=$(port "aq.exec.$1.ctl") && out=$(port "aq.exec.$1.out") &&
-		err=$(port "aq.exec.$1.err") || return 1
+	port "aq.exec.$1.ctl" && ctl=$found && port "aq.exec.$1.out" && out=$found &&
+		port "aq.exec.$1.err" && err=$found || return 1
 	exec 3<>"$ctl"
 	# Writing blocks until a host connects, so an idle slot costs nothing.
 	echo "ready" >&3
