@@ -11,6 +11,7 @@ a time. Run: .venv/bin/python bench/arch.py  (about half an hour on 2 TCG cores)
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -43,11 +44,27 @@ def _aq(env: dict[str, str], *args: str, timeout: float) -> float:
     return took
 
 
-def measure(env: dict[str, str], arch: str) -> tuple[float, float]:
-    name = f"bench-{arch}"
+def _boot_path(env: dict[str, str], name: str) -> str:
+    """How the last start booted, from the history: firmware or direct kernel boot."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "aq", "history", name, "--json"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    starts = [e["detail"] or "" for e in json.loads(proc.stdout or "[]") if e["event"] == "start"]
+    detail = starts[-1] if starts else ""
+    return "firmware" if "firmware boot" in detail else "direct" if "direct" in detail else "?"
+
+
+def measure(env: dict[str, str], arch: str) -> tuple[float, float, str]:
+    name = f"bench-{arch.replace('_', '-')}"  # VM names are hostname labels
     install = _aq(env, "new", name, "--arch", arch, "--cpus", "1", timeout=INSTALL_TIMEOUT)
     try:
         boot = _aq(env, "start", name, "--timeout", str(BOOT_TIMEOUT), timeout=BOOT_TIMEOUT + 60)
+        path = _boot_path(env, name)
     finally:
         subprocess.run(
             [sys.executable, "-m", "aq", "stop", name, "--timeout", "300"],
@@ -56,7 +73,7 @@ def measure(env: dict[str, str], arch: str) -> tuple[float, float]:
             capture_output=True,
             timeout=600,
         )
-    return install, boot
+    return install, boot, path
 
 
 def main() -> int:
@@ -65,7 +82,7 @@ def main() -> int:
 
     tree = build_mirror()
     server, url = start_server(tree.root)
-    results: dict[str, tuple[float, float]] = {}
+    results: dict[str, tuple[float, float, str]] = {}
     try:
         with tempfile.TemporaryDirectory(prefix="aq-bench-arch-") as home:
             env = {
@@ -78,13 +95,15 @@ def main() -> int:
             for arch in ARCHES:
                 print(f"{arch}: installing the base, then booting (minutes)...", flush=True)
                 results[arch] = measure(env, arch)
+                install, boot, path = results[arch]
+                print(f"{arch}: install {install:.1f} s, boot to ready {boot:.1f} s ({path})")
     finally:
         server.stop()
     native = host.guest_arch()
     print(f"\nhost: {native}; accel: tcg for every guest here (emulated when not {native})")
-    print(f"{'guest':<10} {'install (s)':>12} {'boot to ready (s)':>18}")
-    for arch, (install, boot) in results.items():
-        print(f"{arch:<10} {install:>12.1f} {boot:>18.1f}")
+    print(f"{'guest':<10} {'install (s)':>12} {'boot to ready (s)':>18} {'boot path':>10}")
+    for arch, (install, boot, path) in results.items():
+        print(f"{arch:<10} {install:>12.1f} {boot:>18.1f} {path:>10}")
     x86, arm = results["x86_64"], results["aarch64"]
     print(f"aarch64 / x86_64: install x{arm[0] / x86[0]:.2f}, boot x{arm[1] / x86[1]:.2f}")
     return 0

@@ -122,7 +122,12 @@ def cpu_model(arch: str, accel: str) -> str:
 # kernel clearing such a page for reuse pays QEMU's self-modifying-code check on every
 # store (bench/BOOT-STALLS.md). A 64 MiB cache is flushed now and then, which drops
 # those blocks: the same boot took 42-46 s of QEMU CPU time against 78-92 s by default
-# (32 MiB: 53 s, 128 MiB: 48 s).
+# (32 MiB: 53 s, 128 MiB: 48 s). On aarch64 guests booted through edk2 and GRUB the
+# default cache did worse than slow them down: minutes at OpenRC's start with the timer
+# interrupt pending at every instruction boundary (PC at el1h_64_irq, 13-38 interrupts
+# taken a second instead of 500-1000, soft lockups) and 85% of the vCPU thread's time
+# in that check (perf: page_collection_lock); a forced flush (through the gdbstub)
+# ended it at once, and with 64 MiB it did not occur (bench/STORM.md).
 TCG_TB_SIZE_MIB = 64
 
 
