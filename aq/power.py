@@ -180,14 +180,9 @@ def start(
                     return Outcome(move.finish("ready", resumed), True, f"{name} resumed")
             machine.write_guest_files(vm, files)
             bootcopy.invalidate(files)  # the guest may change its kernel from now on
-            argv = machine.argv(vm, files, host, boot)
-            argv[0] = binary
             offset = _console_offset(files)
             launched = time.monotonic()  # boot-time hook (aq.boottime)
-            try:
-                ident = process.launch(argv, files.pidfile, files.cmdline, files.stderr)
-            except process.LaunchError as err:
-                raise BootFailed(err.message) from None
+            vm, ident = _launch(vm, files, host, binary, boot)
             paths.restrict_to_owner(files.root)
             _record_pid(vm.id, ident)
             if not wait:
@@ -201,6 +196,43 @@ def start(
             return Outcome(vm, True, f"{name} is running")
     except BootFailed as failed:
         raise _boot_error(files, failed) from None
+
+
+PORT_RETRIES = 3
+_PORT_TAKEN = "Could not set up host forwarding rule"
+
+
+def _launch(vm: Vm, files, host: HostInfo, binary: str, boot) -> tuple[Vm, process.Identity]:
+    """QEMU launched. A port found free may be taken before QEMU binds it (another aq
+    home, any program): then aq's own ports are picked again, and QEMU launched again."""
+    for attempt in range(PORT_RETRIES + 1):
+        argv = machine.argv(vm, files, host, boot)
+        argv[0] = binary
+        try:
+            return vm, process.launch(argv, files.pidfile, files.cmdline, files.stderr)
+        except process.LaunchError as err:
+            repicked = None
+            if attempt < PORT_RETRIES and _PORT_TAKEN in err.stderr:
+                repicked = _repick_ports(vm.id)
+            if repicked is None:
+                raise BootFailed(err.message) from None
+            vm = repicked
+    raise AssertionError("unreachable")
+
+
+def _repick_ports(vm_id: int) -> Vm | None:
+    """The VM with its taken ports picked again (recorded in history), or None when
+    none of its ports is taken now. A port the user chose is a Conflict."""
+    with writing() as session:
+        vm = session.get(Vm, vm_id)
+        assert vm is not None
+        notes = _ensure_ports(session, vm)
+        if not notes:
+            return None
+        session.flush()
+        lifecycle.record(session, vm, "ports", vm.state, vm.state, "; ".join(notes))
+        session.refresh(vm, ["forwards"])
+        return vm
 
 
 def _resume(vm, files, host, binary, plan, timeout, progress, then) -> str | None:

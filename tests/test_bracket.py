@@ -138,3 +138,65 @@ def test_start_never_deletes_the_pid_file_of_a_live_qemu(base_image) -> None:
     finally:
         proc.kill()
         proc.wait(10)
+
+
+def _hostfwd_ports(argv: list[str]) -> list[int]:
+    netdev = next(a for a in argv if a.startswith("user,id=net0"))
+    return [int(part.split(":")[2].split("-")[0]) for part in netdev.split(",hostfwd=")[1:]]
+
+
+def test_a_port_taken_between_the_check_and_qemu_is_picked_again(base_image, monkeypatch):
+    """Another aq home (or any program) may bind the port aq found free before QEMU
+    does: QEMU then fails to set up the forward, and aq picks its port again."""
+    import socket
+
+    made = vm.create(vm.NewVm(name="race"), base_image)
+    first = vm.get("race").forwards[0].host_port
+    seen: list[list[int]] = []
+    holder = socket.socket()
+
+    def launch(argv, *rest):
+        seen.append(_hostfwd_ports(argv))
+        if len(seen) == 1:  # the other home binds it now, and QEMU cannot
+            holder.bind(("127.0.0.1", first))
+            holder.listen()
+            rule = f"tcp:127.0.0.1:{first}-:22"
+            raise process.LaunchError(
+                "QEMU failed to start: ...", f"Could not set up host forwarding rule '{rule}'"
+            )
+        raise process.LaunchError("no QEMU in this test", "")
+
+    monkeypatch.setattr(process, "launch", launch)
+    try:
+        with pytest.raises(AqError, match="no QEMU in this test"):
+            power.start("race", accel="tcg")
+    finally:
+        holder.close()
+    assert seen[0] == [first] and len(seen) == 2 and seen[1][0] != first
+    events = _events(made.id)
+    assert events[-2] == ("ports", f"port {first} was taken, now {seen[1][0]}->22")
+    assert vm.get("race").forwards[0].host_port == seen[1][0]
+
+
+def test_a_port_the_user_chose_and_lost_is_a_conflict_not_a_retry(base_image, monkeypatch):
+    import socket
+
+    from aq.netspec import parse_forward
+
+    vm.create(vm.NewVm(name="mine", forwards=[parse_forward("18022:22")]), base_image)
+    calls = []
+    holder = socket.socket()
+
+    def launch(argv, *rest):
+        calls.append(argv)
+        holder.bind(("127.0.0.1", 18022))
+        holder.listen()
+        raise process.LaunchError("QEMU failed", "Could not set up host forwarding rule 'x'")
+
+    monkeypatch.setattr(process, "launch", launch)
+    try:
+        with pytest.raises(AqError, match="in use by another program") as caught:
+            power.start("mine", accel="tcg")
+    finally:
+        holder.close()
+    assert caught.value.exit_code == 4 and len(calls) == 1
