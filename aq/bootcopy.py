@@ -87,12 +87,16 @@ def _save(files: VmFiles, copy: Copy) -> None:
     write_record(files.boot_copy, copy)
 
 
-def share(source: Path, target: Path) -> bool:
-    """Put the current copy in folder `source` into folder `target` (a new one); linked
-    when the filesystem allows: the files are never written in place (a refresh
-    replaces them). False, and nothing left behind, when there is no usable copy."""
+def share(source: Path, target: Path, only_current: bool = True) -> bool:
+    """Put the copy in folder `source` into folder `target` (a new one), its record as
+    it is; linked when the filesystem allows: the files are never written in place (a
+    refresh replaces them). False, and nothing left behind, when there is no copy (or,
+    with `only_current`, none known current).
+
+    A copy that is not current is still what a running QEMU was started with: a saved
+    state's command line names those files, so its clones need them to resume."""
     copy = read_record(source)
-    if copy is None or not copy.current:
+    if copy is None or (only_current and not copy.current):
         return False
     names = ["kernel", "initrd"] if copy.initrds else ["kernel"]
     try:
@@ -113,8 +117,9 @@ def share(source: Path, target: Path) -> bool:
 def adopt(source: Path, files: VmFiles) -> bool:
     """Give a new VM the copy kept beside the image its disk overlays (a base's, from
     aq.images.basekernel, or a stopped snapshot's): until the VM first boots its disk
-    is that image, so the copy is current for it."""
-    return share(source, files.boot_copy)
+    is that image, so the copy is current for it (or, from a live snapshot, not
+    current but what the snapshot's saved state was started with)."""
+    return share(source, files.boot_copy, only_current=False)
 
 
 def usable(files: VmFiles) -> tuple[Copy | None, str]:

@@ -210,6 +210,9 @@ def _live(vm: Vm, tag: str, files: paths.VmFiles) -> Image:
                 part.unlink(missing_ok=True)  # a disk-only snapshot, still consistent
         finally:
             qmp.command("cont")
+    if "-kernel" in argv:
+        # The saved command line boots the VM's kernel copy: clones resume with it.
+        bootcopy.share(files.boot_copy, paths.boot_copy_of(snap), only_current=False)
     return _roll_forward(vm.name, files)
 
 

@@ -160,3 +160,28 @@ def test_an_installer_that_wrote_nothing_is_a_tar_error(tmp_path) -> None:
     assert scratch.stat().st_blocks < 64  # sparse
     with pytest.raises((tarfile.TarError, Unsupported)):
         basekernel.capture(scratch, tmp_path / "base.boot", "x86_64")
+
+
+def test_a_stale_copy_is_shared_only_when_asked_and_stays_stale(tmp_path) -> None:
+    """A live snapshot's saved command line names the kernel its QEMU was started with:
+    clones need those files to resume, but must not cold-boot them as current."""
+    scratch = _tar(
+        tmp_path / "scratch",
+        {
+            "boot/extlinux.conf": ALPINE_EXTLINUX.encode(),
+            "boot/vmlinuz-virt": KERNEL,
+            "boot/initramfs-virt": INITRD,
+        },
+    )
+    files = VmFiles(tmp_path / "vm")
+    files.root.mkdir()
+    basekernel.capture(scratch, files.boot_copy, "x86_64")
+    bootcopy.invalidate(files)  # the VM was started
+    assert not bootcopy.share(files.boot_copy, tmp_path / "stopped-snap.boot")
+    assert not (tmp_path / "stopped-snap.boot").exists()
+    assert bootcopy.share(files.boot_copy, tmp_path / "live.boot", only_current=False)
+    clone = VmFiles(tmp_path / "clone")
+    clone.root.mkdir()
+    assert bootcopy.adopt(tmp_path / "live.boot", clone)
+    assert (clone.boot_copy / "kernel").read_bytes() == KERNEL
+    assert bootcopy.usable(clone)[0] is None  # a cold boot goes through the firmware
