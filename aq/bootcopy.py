@@ -257,4 +257,6 @@ def refresh(files: VmFiles, arch: str) -> str:
     _save(files, copy)
     took = time.monotonic() - started
     what = f"fetched {' and '.join(fetched)}" if fetched else "unchanged"
+    if old is not None and old.append != entry.append:
+        what += "; new command line"
     return f"kernel copy current ({what}, {took:.1f} s)"

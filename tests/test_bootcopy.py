@@ -200,7 +200,8 @@ def test_a_changed_command_line_takes_effect_without_fetching(guest):
     bootcopy.refresh(files, "x86_64")
     fake.fs["/boot/extlinux.conf"] = fake.fs["/boot/extlinux.conf"].replace(b"quiet", b"loglevel=7")
     fake.reads.clear()
-    bootcopy.refresh(files, "x86_64")
+    note = bootcopy.refresh(files, "x86_64")
+    assert note.startswith("kernel copy current (unchanged; new command line")
     copy, _ = bootcopy.usable(files)
     assert "loglevel=7" in copy.append and fake.reads == []
 

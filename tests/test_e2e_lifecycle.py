@@ -139,7 +139,8 @@ def test_data_survives_clean_stop_and_start(installed, persist) -> None:
     event, state, detail = _events(installed, persist)[-1]
     assert (event, state) == ("halt", "stopped")
     assert "ACPI power button pressed; guest powered off" in detail
-    assert "kernel copy current (fetched kernel and initramfs" in detail
+    # Its copy came from the base (aq new): the files are the same, the command line new.
+    assert "kernel copy current (unchanged; new command line" in detail
     shutdown = log.read_bytes()[offset:]
     assert b"Unmounting filesystems" in shutdown and b"Power down" in shutdown
     again = installed.aq("stop", persist)
