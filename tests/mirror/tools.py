@@ -9,8 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import uefi
-
 
 def log(msg: str) -> None:
     print(f"[tests.mirror] {msg}", file=sys.stderr, flush=True)
@@ -25,6 +23,8 @@ def sha256_file(path: Path) -> str:
 
 
 def check_host() -> None:
+    from . import uefi  # uefi runs its tools through run() below
+
     tools = ("qemu-img", "debugfs", "mkfs.ext4", "e2fsck", "extlinux", "mount", "umount", "cp")
     missing = [t for t in (*tools, *uefi.TOOLS) if shutil.which(t) is None]
     if not Path(mbr_bin()).is_file():

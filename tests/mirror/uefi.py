@@ -25,11 +25,11 @@ installed) and the images are made here with the host's `grub-mkimage` (grub-com
 
 from __future__ import annotations
 
-import hashlib
-import subprocess
 import tarfile
 import urllib.request
 from pathlib import Path
+
+from .tools import run, sha256_file
 
 GRUB_DEB_URL = (
     "http://deb.debian.org/debian/pool/main/g/grub2/grub-efi-arm64-bin_2.06-13+deb12u2_arm64.deb"
@@ -69,29 +69,16 @@ TOOLS = ("grub-mkimage", "mkfs.vfat", "mmd", "mcopy", "dpkg-deb")
 TOOL_PACKAGES = "grub-common dosfstools mtools dpkg"
 
 
-def _run(*cmd: str | Path) -> str:
-    p = subprocess.run(
-        [str(c) for c in cmd], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    if p.returncode:
-        raise RuntimeError(f"{' '.join(map(str, cmd))} failed ({p.returncode}):\n{p.stdout}")
-    return p.stdout
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def fetch_grub_deb(dest: Path) -> Path:
     """Debian's grub-efi-arm64-bin, downloaded once into `dest` and checked by sha256."""
     dest.mkdir(parents=True, exist_ok=True)
     deb = dest / GRUB_DEB_URL.rsplit("/", 1)[1]
-    if deb.is_file() and _sha256(deb) == GRUB_DEB_SHA256:
+    if deb.is_file() and sha256_file(deb) == GRUB_DEB_SHA256:
         return deb
     part = deb.with_suffix(".part")
     with urllib.request.urlopen(GRUB_DEB_URL, timeout=120) as resp, open(part, "wb") as out:
         out.write(resp.read(64 << 20))
-    got = _sha256(part)
+    got = sha256_file(part)
     if got != GRUB_DEB_SHA256:
         part.unlink()
         raise RuntimeError(f"{GRUB_DEB_URL}: sha256 {got}, expected {GRUB_DEB_SHA256}")
@@ -102,7 +89,7 @@ def fetch_grub_deb(dest: Path) -> Path:
 def unpack_modules(deb: Path, work: Path) -> Path:
     """The arm64-efi module directory from the .deb (dpkg-deb -x; nothing installed)."""
     target = work / "grub-deb"
-    _run("dpkg-deb", "-x", deb, target)
+    run("dpkg-deb", "-x", deb, target)
     modules = target / MODULE_DIR
     if not (modules / "kernel.img").is_file():
         raise RuntimeError(f"{deb.name} has no {MODULE_DIR}/kernel.img")
@@ -112,7 +99,7 @@ def unpack_modules(deb: Path, work: Path) -> Path:
 def _mkimage(modules: Path, out: Path, config: str, names: list[str]) -> None:
     early = out.with_suffix(".cfg")
     early.write_text(config)
-    _run(
+    run(
         "grub-mkimage",
         "-O",
         "arm64-efi",
@@ -132,17 +119,17 @@ def _mkimage(modules: Path, out: Path, config: str, names: list[str]) -> None:
 def _fat_image(dest: Path, files: dict[str, Path]) -> None:
     """A FAT image holding `files` ({path inside: source}), made without mounting."""
     size_kib = sum(p.stat().st_size for p in files.values()) // 1024 + 1024
-    _run("mkfs.vfat", "-C", "-n", "ESP", dest, str(size_kib))
+    run("mkfs.vfat", "-C", "-n", "ESP", dest, str(size_kib))
     made: set[str] = set()
     for inside in files:
         parts = inside.strip("/").split("/")[:-1]
         for depth in range(1, len(parts) + 1):
             folder = "/".join(parts[:depth])
             if folder not in made:
-                _run("mmd", "-i", dest, f"::/{folder}")
+                run("mmd", "-i", dest, f"::/{folder}")
                 made.add(folder)
     for inside, src in files.items():
-        _run("mcopy", "-i", dest, src, f"::/{inside.strip('/')}")
+        run("mcopy", "-i", dest, src, f"::/{inside.strip('/')}")
 
 
 def make_iso_loader(modules: Path, work: Path) -> tuple[Path, Path]:
