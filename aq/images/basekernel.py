@@ -64,9 +64,9 @@ def _write(archive, members, target: Path, limit: int) -> str:
     with paths.open_private(target) as out:
         for member in members:
             total += member.size
-            data = _read(archive, member, limit)
-            if total > limit:
+            if total > limit:  # before reading: the sizes are in the headers
                 raise bootconfig.Unsupported(f"boot files larger than {limit} bytes")
+            data = _read(archive, member, limit)
             digest.update(data)
             out.write(data)
     return digest.hexdigest()
