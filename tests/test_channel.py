@@ -89,7 +89,10 @@ def _accept_session(conns: dict[str, socket.socket], start: bytes, stale: bytes 
         line = _read_line(ctl)
     kind, size = line.split()
     assert kind == b"X"
-    return _recv_exactly(ctl, int(size))
+    command = _recv_exactly(ctl, int(size))
+    assert b"\n" not in command  # the agent reads it with `read`: one line
+    assert _recv_exactly(ctl, 1) == b"\n"
+    return command
 
 
 def _agent_that_misses_the_first_start(conns: dict[str, socket.socket]) -> None:
@@ -194,3 +197,34 @@ def _recv_exactly(sock: socket.socket, size: int) -> bytes:
         assert chunk, "host closed the control socket"
         data += chunk
     return data
+
+
+ARGS = [
+    "a b",
+    "it's",
+    '"q"',
+    "$HOME",
+    "`id`",
+    "new\nline",
+    "two\n\nlines\\n",
+    "ünïcødé ☃",
+    "",
+    "*",
+    "\\",
+]
+
+
+def test_the_command_line_is_one_line_whose_words_are_argv() -> None:
+    # The agent reads it with `read` and hands it to `sh -c`; bash reads $'...' as
+    # busybox ash does, so it stands in here (the e2e tests use the real guest).
+    import shutil
+    import subprocess
+
+    from aq.guest.wire import command_line
+
+    line = command_line(["printf", "[%s]", *ARGS])
+    assert b"\n" not in line
+    bash = shutil.which("bash")
+    assert bash is not None
+    out = subprocess.run([bash, "-c", line], capture_output=True, check=True).stdout
+    assert out.decode() == "".join(f"[{a}]" for a in ARGS)

@@ -37,6 +37,10 @@ def test_arguments_arrive_exactly(installed, shared_vm) -> None:
     args = ["a b", "it's", '"q"', "$HOME", "`id`", "new\nline", "ünïcødé ☃", "", "*", "\\"]
     out = installed.aq("exec", shared_vm, "--", "printf", "[%s]", *args).stdout
     assert out == "".join(f"[{a}]" for a in args)
+    # A line longer than the agent reads with `read` goes through dd instead.
+    long = ["x" * 20000 + "\n'y", "z"]
+    out = installed.aq("exec", shared_vm, "--", "printf", "[%s]", *long).stdout
+    assert out == "".join(f"[{a}]" for a in long)
 
 
 def test_script_on_stdin(installed, shared_vm) -> None:
@@ -120,6 +124,35 @@ def test_a_daemon_left_behind_does_not_take_its_slot_down(installed, shared_vm) 
         outs = sorted(p.communicate(timeout=90)[0] for p in procs)
         assert outs == sorted(f"slot-check-{i}\n" for i in range(8))
     finally:
+        installed.sh(shared_vm, "pkill -x sleep", check=False)
+
+
+def test_a_process_left_holding_the_output_does_not_stall_its_slot(installed, shared_vm) -> None:
+    # Every slot but 0 is held here, so both execs below use slot 0. The first leaves a
+    # process, in a session of its own, holding its stdout, and its aq is killed: the
+    # agent stops what it can, and the slot's next session must not wait for that
+    # process (the agent keeps a slot's FIFOs between sessions, but not after this).
+    import fcntl
+
+    folder = installed.path / "vms" / shared_vm
+    held = []
+    try:
+        for number in range(1, 8):
+            fd = os.open(folder / f"exec{number}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+            held.append(fd)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        proc = installed.popen_sh(
+            shared_vm, "setsid sleep 300 & echo started", stdout=subprocess.PIPE, text=True
+        )
+        assert proc.stdout.readline() == "started\n"
+        proc.kill()
+        proc.wait(30)
+        start = time.monotonic()
+        assert installed.aq("exec", shared_vm, "--", "echo", "next", timeout=60).stdout == "next\n"
+        assert time.monotonic() - start < 30
+    finally:
+        for fd in held:
+            os.close(fd)
         installed.sh(shared_vm, "pkill -x sleep", check=False)
 
 

@@ -6,9 +6,13 @@
 # aq.exec.N.out and aq.exec.N.err (the command's raw stdout and stderr). The protocol
 # is described in aq/guest/channel.py, which is the host side.
 #
-# Concurrency uses pipelines rather than `&` wherever a command will run: a shell
-# without job control makes `&` jobs ignore SIGINT for good, and Ctrl-C on the host
-# must reach the guest command.
+# Under TCG a fork costs about 7 ms and an exec about 17 ms, so a slot is armed before
+# its session comes: the work folder (kept from one session to the next), the output
+# pumps and the shell that will run the command all exist while the slot is idle, and
+# a session itself costs builtins and what the command runs. Concurrency uses
+# pipelines rather than `&` wherever a command will run: a shell without job control
+# makes `&` jobs ignore SIGINT for good, and Ctrl-C on the host must reach the guest
+# command.
 SLOTS=@SLOTS@
 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 HOME=/root
@@ -16,15 +20,15 @@ USER=root
 LOGNAME=root
 SHELL=/bin/sh
 export PATH HOME USER LOGNAME SHELL
+LONG_LINE=16384 # a longer command line is read by dd, not byte by byte by `read`
 
 port() {
-	# The device of port $1, in $found. Builtins only, and no $(...) subshell: under
-	# TCG every fork and exec costs tens of milliseconds, and an exec pays for each.
-	for dir in /sys/class/virtio-ports/*; do
+	# The device of port $1, in $found. Builtins only.
+	for vport in /sys/class/virtio-ports/*; do
 		name=
-		read -r name 2>/dev/null <"$dir/name"
+		read -r name 2>/dev/null <"$vport/name"
 		if [ "$name" = "$1" ]; then
-			found="/dev/${dir##*/}"
+			found="/dev/${vport##*/}"
 			return 0
 		fi
 	done
@@ -46,132 +50,212 @@ bytes() {
 	done 2>/dev/null <"$1"
 }
 
-group() {
-	cat "$dir/pid" 2>/dev/null
-}
-
-feed() {
-	# stdin is the control port: stdin frames go to stdout (the command's stdin),
-	# signals to the command's process group.
+mypid() {
+	# This process's pid, in $me ($$ is the agent's own in a subshell).
 	read -r me _ </proc/self/stat
-	echo "$me" >"$dir/feeder"
-	while read -r kind arg; do
-		case $kind in
-		D) take "$arg" ;;
-		E) exec >&- ;;
-		K) pgid=$(group) && kill -s "$arg" "-$pgid" 2>/dev/null ;;
-		esac
-	done
-	# The host went away: stop the command and the pumps (their writes would block
-	# until the next host connects), and say nothing more on this slot.
-	: >"$dir/gone"
-	pgid=$(group) && kill -s KILL "-$pgid" 2>/dev/null
-	kill -s KILL "$opump" "$epump" 2>/dev/null
 }
 
-launch() {
-	# The feeder writes its pid as it starts: read it before the command runs, so it
-	# can be stopped afterwards even if the work folder is gone by then (say, the
-	# command mounted over /tmp). Wait as long as it takes: the feeder is the other
-	# half of this pipeline and always writes it, and a feeder left running would
-	# read the next session's control lines (under TCG a busy guest can take longer
-	# than any fixed cap to schedule it).
-	until [ -s "$dir/feeder" ]; do sleep 0.05; done
-	feeder=
-	read -r feeder <"$dir/feeder" 2>/dev/null
-	# The command, in a session and process group of its own, from /root.
-	# The command gets none of the channel's ports (fds 3, 5, 6): a daemon it leaves
-	# behind would hold them open, and the slot's next session could not open them.
-	sh -c 'echo $$ >"$2/pid"; cd /root && exec setsid sh -c "$1"' sh "$1" "$dir" \
-		>"$dir/out" 2>"$dir/err" 3>&- 5>&- 6>&-
-	status=$?
-	[ -n "$feeder" ] && kill "$feeder" 2>/dev/null
-	return $status
+clock() {
+	# The clock to the host's (a resumed guest's stood still while it was saved):
+	# one fork, where an exec session costs several.
+	case $1 in *[!0-9]* | '') ;; *) date -u -s "@$1" >/dev/null 2>&1 ;; esac
+	echo "T $1" >&3
 }
 
 workdir() {
-	# A private folder with the two FIFOs, in the first of /tmp, /run and /dev/shm that
-	# works (the root may be read-only, /tmp gone or full); else the last reason, and 1.
+	# The slot's private work folder with the two FIFOs, made the current directory
+	# (its files are then found even if something is mounted over its path later):
+	# the last session's if it is still there (nothing holds its FIFOs once a session
+	# has ended), else a new one in the first of /tmp, /run and /dev/shm that works;
+	# else the last reason in $why.
+	if [ -n "$dir" ] && [ -p "$dir/out" ] && [ -p "$dir/err" ] && cd "$dir"; then
+		return 0
+	fi
+	dir=
 	for base in /tmp /run /dev/shm; do
 		made=$(mktemp -d "$base/aq-exec.XXXXXX" 2>&1) || {
 			why=$made
 			continue
 		}
-		why=$(mkfifo "$made/out" "$made/err" 2>&1) && : >"$made/feeder.new" 2>/dev/null &&
-			rm -f "$made/feeder.new" && echo "$made" && return 0
+		if mkfifo "$made/out" "$made/err" 2>"$made/why" && cd "$made" && : >gone 2>/dev/null; then
+			dir=$made
+			return 0
+		fi
+		why=
+		read -r why <"$made/why" 2>/dev/null
 		why=${why:-cannot write in $base}
 		rm -rf "$made"
 	done
-	echo "$why"
 	return 1
 }
 
-run() {
-	# "F <reason>" tells the host the command could not be started, so it never waits.
-	dir=$(workdir) || {
-		why=$(echo "$dir" | head -c 200 | tr -d '\n')
-		printf 'F no work folder in /tmp, /run or /dev/shm: %s\n' "$why" >&3
-		return 1
-	}
-	command -v sh >/dev/null 2>&1 || {
-		printf 'F the guest has no sh to run the command\n' >&3
-		rm -rf "$dir"
-		return 1
-	}
-	dd if="$dir/out" bs=65536 2>"$dir/out.stat" >&5 &
-	opump=$!
-	dd if="$dir/err" bs=65536 2>"$dir/err.stat" >&6 &
-	epump=$!
-	feed <&3 | launch "$1"
-	status=$?
-	wait "$opump" "$epump"
-	if [ ! -e "$dir/gone" ]; then
-		bytes "$dir/out.stat"
-		sent=$n
-		bytes "$dir/err.stat"
-		printf 'R %s %s %s\n' "$status" "$sent" "$n" >&3
-	fi
-	rm -rf "$dir"
+pumps() {
+	# The command's stdout and stderr from the FIFOs to the ports, counted by dd. When
+	# both have ended (the command and anything it left holding them is gone), stop
+	# the feeder, which ends the session's pipeline.
+	dd if=out bs=65536 2>out.stat >&5 3>&- &
+	o=$!
+	dd if=err bs=65536 2>err.stat >&6 3>&- &
+	echo "$o $!" >pumps
+	wait
+	read -r f <feeder 2>/dev/null && kill "$f" 2>/dev/null
+}
+
+launch() {
+	# Becomes the command's shell: in a session and process group of its own,
+	# from /root, with none of the channel's ports (a daemon it leaves behind would
+	# hold them), its stdin the rest of this pipeline's pipe after the command line.
+	mypid
+	echo "$me" >pid
+	exec setsid sh -c 'IFS= read -r cmd || exit 0; cd /root 2>/dev/null || cd /; exec sh -c "$cmd"' \
+		sh >out 2>err 3>&- 5>&- 6>&-
+}
+
+control() {
+	# The slot's control port until a command starts, then its feeder: stdin frames
+	# to the command's stdin (this process's stdout), signals to its process group.
+	mypid
+	echo "$me" >feeder
+	while :; do
+		echo ready >&3 # blocks until a host connects
+		while read -r kind arg <&3; do
+			case $kind in
+			P) echo "P $arg" >&3 ;;
+			T) clock "$arg" ;;
+			S)
+				printf 'AQ%s\n' "$arg" >&5
+				printf 'AQ%s\n' "$arg" >&6
+				echo "S $arg" >&3
+				# The host repeats its S until it hears back; skip the repeats.
+				kind=
+				while read -r kind len <&3 && [ "$kind" = S ]; do kind=; done
+				[ "$kind" = X ] || continue
+				case $len in *[!0-9]* | '') continue ;; esac
+				if [ "$len" -gt "$LONG_LINE" ]; then
+					cmd=$(take "$len" <&3)
+					read -r _ <&3
+				else
+					IFS= read -r cmd <&3
+				fi
+				if [ ! -p "$dir/out" ] || ! command -v sh >/dev/null 2>&1; then
+					# Refused (F, and no R: the flag is found through the current
+					# directory even when its path is hidden by a mount).
+					why="the guest has no sh to run the command"
+					[ -p "$dir/out" ] || why="no work folder in /tmp, /run or /dev/shm: $dir is gone"
+					printf 'F %s\n' "$why" >&3
+					echo 1 >gone 2>/dev/null
+					exit 1
+				fi
+				printf '%s\n' "$cmd"
+				feed
+				exit 0
+				;;
+			esac
+		done
+	done
+}
+
+feed() {
+	pgid=
+	while read -r kind arg <&3; do
+		case $kind in
+		D) take "$arg" <&3 ;;
+		E) exec >&- ;;
+		K) group && kill -s "$arg" "-$pgid" 2>/dev/null ;;
+		esac
+	done
+	# The host went away: stop the command and the pumps (their writes would block
+	# until the next host connects), and say nothing more on this slot.
+	echo 1 >gone
+	group && kill -s KILL "-$pgid" 2>/dev/null
+	tries=0
+	until read -r o e <pumps 2>/dev/null || [ $tries -gt 40 ]; do
+		sleep 0.05
+		tries=$((tries + 1))
+	done
+	[ -n "$o" ] && kill -s KILL "$o" "$e" 2>/dev/null
+}
+
+group() {
+	# The command's process group, in $pgid: the launcher writes it as it starts.
+	tries=0
+	until [ -n "$pgid" ] || [ $tries -gt 40 ]; do
+		read -r pgid <pid 2>/dev/null || sleep 0.05
+		tries=$((tries + 1))
+	done
+	[ -n "$pgid" ]
+}
+
+refuse() {
+	# Serve the control port with every command refused for reason $1, until one has
+	# been; the caller then tries again to arm the slot.
+	while :; do
+		echo ready >&3
+		while read -r kind arg <&3; do
+			case $kind in
+			P) echo "P $arg" >&3 ;;
+			T) clock "$arg" ;;
+			S)
+				echo "S $arg" >&3
+				printf 'F %s\n' "$1" >&3
+				return 0
+				;;
+			esac
+		done
+	done
 }
 
 session() {
+	# One armed session: returns once the command ended and its result was sent.
+	cd /
+	if ! workdir; then
+		why=$(echo "$why" | head -c 200 | tr -d '\n')
+		refuse "no work folder in /tmp, /run or /dev/shm: $why"
+		return
+	fi
+	: >gone
+	: >pid
+	: >feeder
+	: >pumps
+	pumps &
+	pumping=$!
+	control | launch
+	status=$?
+	# A pump still waiting for its FIFO's writer (the command was never started) gets
+	# one that leaves at once: opening a FIFO read-write never blocks.
+	: <>out
+	: <>err
+	wait "$pumping"
+	if [ ! -s gone ]; then
+		bytes out.stat
+		sent=$n
+		bytes err.stat
+		printf 'R %s %s %s\n' "$status" "$sent" "$n" >&3
+	else
+		# The pumps may have been killed while something still held the FIFOs (a
+		# process that left the command's group): the next session gets new ones.
+		cd /
+		rm -rf "$dir"
+		dir=
+	fi
+}
+
+slot() {
+	# Serve slot $1 for as long as its ports exist; 1 if they are not there (yet).
 	port "aq.exec.$1.ctl" && ctl=$found && port "aq.exec.$1.out" && out=$found &&
 		port "aq.exec.$1.err" && err=$found || return 1
-	exec 3<>"$ctl"
-	# Writing blocks until a host connects, so an idle slot costs nothing.
-	echo "ready" >&3
-	while read -r kind arg <&3; do
-		case $kind in
-		P) echo "P $arg" >&3 ;;
-		T)
-			# The clock to the host's (a resumed guest's stood still while it was
-			# saved): one fork, where an exec session costs a dozen (seconds under TCG).
-			case $arg in *[!0-9]* | '') ;; *) date -u -s "@$arg" >/dev/null 2>&1 ;; esac
-			echo "T $arg" >&3
-			;;
-		S)
-			# A port another process holds open cannot be opened again (EBUSY): say
-			# so rather than let the failed exec end this slot's loop for good.
-			if ! { command exec 5>"$out" 6>"$err"; } 2>/dev/null; then
-				exec 5>&- 6>&-
-				echo "S $arg" >&3
-				echo "F this slot's output port is held open by a process in the guest" >&3
-				break
-			fi
-			printf 'AQ%s\n' "$arg" >&5
-			printf 'AQ%s\n' "$arg" >&6
-			echo "S $arg" >&3
-			# The host repeats its S until it hears back (an S that arrives while
-			# the previous session closes the port is discarded); skip the repeats.
-			kind=
-			while read -r kind len <&3 && [ "$kind" = S ]; do kind=; done
-			[ "$kind" = X ] && run "$(take "$len" <&3)"
-			exec 5>&- 6>&-
-			break
-			;;
-		esac
+	exec 3<>"$ctl" || return 1
+	if ! { command exec 5>"$out" 6>"$err"; } 2>/dev/null; then
+		# A port another process holds open cannot be opened again (EBUSY).
+		exec 5>&- 6>&-
+		refuse "this slot's output port is held open by a process in the guest"
+		exec 3>&-
+		return 0
+	fi
+	while [ -e "$ctl" ]; do
+		session
 	done
-	exec 3>&-
+	exec 3>&- 5>&- 6>&-
 	return 0
 }
 
@@ -182,9 +266,12 @@ serve() {
 	# every feeder it kills as "Terminated" on stderr).
 	exec </dev/null >/dev/null 2>/dev/null
 	while :; do
-		session "$1" || sleep 2
+		slot "$1" || sleep 2
 	done
 }
 
+# Work folders of an earlier agent (one that was stopped with the guest, say): this
+# one has none yet, and a command still running from those sessions keeps its FIFOs.
+rm -rf /tmp/aq-exec.* /run/aq-exec.* /dev/shm/aq-exec.* 2>/dev/null
 # One pipeline member per slot: all run at once, none with SIGINT ignored.
 eval "$(seq 0 $((SLOTS - 1)) | sed 's/.*/serve &/' | tr '\n' '|' | sed 's/|$//')"

@@ -12,7 +12,8 @@ A session, host first:
 
   host -> ctl  "S <nonce>"          start; the agent writes "AQ<nonce>\\n" on out and err
   agent -> ctl "S <nonce>"          (anything on a stream before its marker is stale)
-  host -> ctl  "X <n>" + n bytes    the command line, already shell-quoted
+  host -> ctl  "X <n>" + n bytes    the command line, shell-quoted, no newline in it
+               + "\n"                 (short ones are read by the shell's `read`)
   host -> ctl  "D <n>" + n bytes    stdin data, any number of times
   host -> ctl  "E"                  stdin EOF
   host -> ctl  "K <SIGNAL>"         signal the command's process group (Ctrl-C: INT)
@@ -237,7 +238,7 @@ class _Session:
             kind, _, rest = line.partition(" ")
             if kind == "S" and rest == self.nonce and not self.started:
                 self.started = True
-                self.send(b"X %d\n" % len(argv_line) + argv_line)
+                self.send(b"X %d\n" % len(argv_line) + argv_line + b"\n")
                 if not self.stdin_open:
                     self.send(b"E\n")
             elif kind == "F" and self.started:

@@ -114,8 +114,19 @@ class Stream:
 
 
 def command_line(argv: Sequence[str]) -> bytes:
-    """argv as one POSIX shell line whose words are exactly argv (no re-interpretation)."""
-    return " ".join(shlex.quote(arg) for arg in argv).encode("utf-8", "surrogateescape")
+    """argv as one shell line, with no newline in it, whose words are exactly argv.
+
+    The guest's agent reads the line with its shell's `read` (no process spawned), so
+    an argument with a newline is written in busybox ash's $'...' form, `\\n` for it.
+    """
+    return " ".join(_quote(arg) for arg in argv).encode("utf-8", "surrogateescape")
+
+
+def _quote(arg: str) -> str:
+    if "\n" not in arg:
+        return shlex.quote(arg)
+    escaped = arg.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n")
+    return f"$'{escaped}'"
 
 
 class Bounded(io.BytesIO):
