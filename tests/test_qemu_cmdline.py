@@ -110,6 +110,8 @@ def test_vm_devices_and_channels() -> None:
     assert "virtserialport" not in joined
     assert ("-fw_cfg", "name=opt/aq/agent,file=/h/vms/web/guest-agent.sh") in pairs
     assert ("-display", "none") in pairs
+    # Only aq's devices: no default VGA, floppy or CD-ROM drive for the guest to probe.
+    assert "-nodefaults" in argv
 
 
 def test_installer_boots_iso_kernel() -> None:

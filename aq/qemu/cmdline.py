@@ -204,7 +204,10 @@ def build(spec: MachineSpec, host: HostInfo) -> list[str]:
     """The full argv for QEMU (the binary name first, resolved by the caller)."""
     args = [binary_name(host.arch), "-name", f"guest={spec.name}"]
     args += _machine(spec, host)
-    args += ["-display", "none", "-monitor", "none", "-parallel", "none"]
+    # Only the devices aq asks for: no VGA, floppy or empty CD-ROM drive, each of which
+    # the guest would probe and load drivers for at every boot (under TCG about 7 s of
+    # a 46 s boot, bench/BOOT-STALLS.md).
+    args += ["-nodefaults", "-display", "none", "-monitor", "none", "-parallel", "none"]
     args += ["-rtc", "base=utc,clock=host"]
     args += ["-device", "virtio-rng-pci"]
     # A guest kernel panic pauses the VM and is reported (query-status: guest-panicked)
