@@ -147,6 +147,31 @@ if [ -f "$mnt/etc/dhcpcd.conf" ] && ! grep -qx "noarp" "$mnt/etc/dhcpcd.conf"; t
 		>> "$mnt/etc/dhcpcd.conf"
 fi
 
+# 8c. An initramfs for the disks aq gives a VM (virtio, ext4) and nothing more:
+# setup-disk's default adds ATA, SCSI, USB, NVMe, MMC, RAID, KMS and keymaps, and the
+# initramfs then unpacks and probes them at every boot (a third of its size, about
+# 2 s of a TCG boot; bench/BOOT-STALLS.md). Kernel upgrades keep this list.
+conf="$mnt/etc/mkinitfs/mkinitfs.conf"
+if [ -f "$conf" ] && ! grep -q '^features="base ext4 virtio"$' "$conf"; then
+	sed -i 's/^features=.*/features="base ext4 virtio"/' "$conf"
+	mount -t proc proc "$mnt/proc"
+	mount -o bind /dev "$mnt/dev"
+	for kver in $(ls "$mnt/lib/modules"); do
+		flavor=${kver##*-}
+		out=/boot/initramfs-$flavor
+		[ -f "$mnt$out" ] || continue
+		# Not fatal: the installer's initramfs stays if this one cannot be made.
+		if chroot "$mnt" mkinitfs -o "$out.aq" "$kver" > /dev/null; then
+			mv "$mnt$out.aq" "$mnt$out"
+		else
+			rm -f "$mnt$out.aq"
+			say "warning: could not rebuild the initramfs for $kver"
+		fi
+	done
+	umount "$mnt/dev"
+	umount "$mnt/proc"
+fi
+
 # 9. OpenRC's dependency cache, made once here rather than at every new VM's first
 # boot: OpenRC copies /var/cache/rc into /run/openrc at boot (what its savecache
 # service saves at shutdown) and rebuilds the tree only when it is stale.
