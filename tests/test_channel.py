@@ -228,3 +228,17 @@ def test_the_command_line_is_one_line_whose_words_are_argv() -> None:
     assert bash is not None
     out = subprocess.run([bash, "-c", line], capture_output=True, check=True).stdout
     assert out.decode() == "".join(f"[{a}]" for a in ARGS)
+
+
+def test_slots_plugged_in_just_now_are_tried_last(tmp_path: Path, monkeypatch) -> None:
+    # Once a VM is ready, aq plugs slots 1-7 in and the agent arms them all at once: a
+    # first exec right after `aq start` goes to a slot it armed earlier if one is free.
+    files = VmFiles(tmp_path)
+    old = time.time() - 60
+    for number in (0, 1, 2, 5):
+        path = files.exec_socket(number, "ctl")
+        path.touch()
+        if number in (0, 5):
+            os.utime(path, (old, old))
+    monkeypatch.setattr(os, "getpid", lambda: 2)  # the spread starts at slot 2
+    assert channel._plugged(files) == [5, 0, 2, 1]

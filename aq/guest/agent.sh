@@ -21,6 +21,7 @@ LOGNAME=root
 SHELL=/bin/sh
 export PATH HOME USER LOGNAME SHELL
 LONG_LINE=16384 # a longer command line is read by dd, not byte by byte by `read`
+TICK=/run/aq-agent.tick # a FIFO nobody writes to: see tick()
 
 port() {
 	# The device of port $1, in $found. Builtins only.
@@ -48,6 +49,12 @@ bytes() {
 	while read -r count word _; do
 		case $word in bytes) case $count in *[!0-9]* | '') ;; *) n=$count ;; esac ;; esac
 	done 2>/dev/null <"$1"
+}
+
+tick() {
+	# Wait about $1 seconds without starting a process (sleep costs a fork and an
+	# exec): a read that times out on a FIFO nobody writes to.
+	read -t "$1" _ <>"$TICK" 2>/dev/null || [ -p "$TICK" ] || sleep "$1"
 }
 
 mypid() {
@@ -261,17 +268,19 @@ slot() {
 
 serve() {
 	# Slots past the first are plugged in once the VM is ready (aq/qemu/hotplug.py):
-	# until its ports appear, a slot looks again every 2 s.
+	# until its ports appear, a slot looks again every half second (the first exec
+	# after `aq start` may well land on one of them).
 	# Nothing on the serial console: it is the user's terminal (the shell reports
 	# every feeder it kills as "Terminated" on stderr).
 	exec </dev/null >/dev/null 2>/dev/null
 	while :; do
-		slot "$1" || sleep 2
+		slot "$1" || tick 0.5
 	done
 }
 
 # Work folders of an earlier agent (one that was stopped with the guest, say): this
 # one has none yet, and a command still running from those sessions keeps its FIFOs.
-rm -rf /tmp/aq-exec.* /run/aq-exec.* /dev/shm/aq-exec.* 2>/dev/null
+rm -rf /tmp/aq-exec.* /run/aq-exec.* /dev/shm/aq-exec.* "$TICK" 2>/dev/null
+mkfifo -m 600 "$TICK" 2>/dev/null
 # One pipeline member per slot: all run at once, none with SIGINT ignored.
 eval "$(seq 0 $((SLOTS - 1)) | sed 's/.*/serve &/' | tr '\n' '|' | sed 's/|$//')"

@@ -66,6 +66,7 @@ GATHER = 0.01  # seconds to wait for more stdin before a frame goes out
 TIMEOUT_EXIT = 124  # as timeout(1) does
 START_REPEAT = 1.0  # seconds between repeats of an unanswered session start
 START_WAIT = 120.0  # seconds before an unanswered session start is an error
+ARMING = 3.0  # seconds a newly plugged slot may still be arming in the guest
 
 
 @dataclass
@@ -111,15 +112,11 @@ def _try_lock(path: Path) -> int | None:
 def slot(files: VmFiles, wait: float = 60.0) -> Iterator[Slot]:
     """Hold a free slot (waiting up to `wait` seconds for one) and connect its streams."""
     deadline = time.monotonic() + wait
-    first = os.getpid() % SLOTS
     while True:
-        plugged = [n for n in range(SLOTS) if files.exec_socket(n, "ctl").exists()]
+        plugged = _plugged(files)
         if not plugged:  # none plugged in (aq.readiness): the VM is not up
             _connect(files.exec_socket(0, "ctl"), 1).close()  # says why, one line
-        for offset in range(SLOTS):
-            number = (first + offset) % SLOTS
-            if number not in plugged:
-                continue  # not plugged in yet
+        for number in plugged:
             fd = _try_lock(files.exec_lock(number))
             if fd is not None:
                 break
@@ -146,6 +143,24 @@ def slot(files: VmFiles, wait: float = 60.0) -> Iterator[Slot]:
         yield held
     finally:
         held.close()
+
+
+def _plugged(files: VmFiles) -> list[int]:
+    """The plugged-in slots, in the order to try them: spread by pid, so that execs in
+    a row use different slots while the agent re-arms the last one, and slots plugged
+    in the last ARMING seconds (once the VM got ready) last, as the agent is likely
+    still arming them (under TCG, about 0.2 s of guest time each, all at once)."""
+    first = os.getpid() % SLOTS
+    now = time.time()
+    found = []
+    for offset in range(SLOTS):
+        number = (first + offset) % SLOTS
+        try:
+            plugged_at = files.exec_socket(number, "ctl").stat().st_mtime
+        except OSError:
+            continue  # not plugged in yet
+        found.append((now - plugged_at < ARMING, offset, number))
+    return [number for *_, number in sorted(found)]
 
 
 def ping(files: VmFiles, timeout: float = 5.0, slot_number: int = 0) -> bool:
