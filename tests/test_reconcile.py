@@ -180,3 +180,36 @@ def test_stopping_finished_but_unrecorded(made) -> None:
 def test_stopped_vms_are_not_looked_at(made) -> None:
     assert reconcile.reconcile() == 0
     assert _after("rec")[0] == "created"
+
+
+def test_liveness_from_proc_agrees_with_psutil(tmp_path) -> None:
+    # aq reads /proc itself on Linux (no psutil import on `aq exec`'s path); both must
+    # say the same for a live process, a reused pid, another VM's pid file, a zombie.
+    import subprocess
+    import time
+
+    import psutil
+
+    from aq.qemu import process
+
+    marker = tmp_path / "qemu.pid"
+    proc = subprocess.Popen(["sh", "-c", "sleep 30", str(marker)])
+    try:
+        time.sleep(0.2)
+        ident = process.identity(proc.pid)
+        assert ident is not None
+        assert abs(psutil.Process(proc.pid).create_time() - ident.started) < 0.01
+        cases = [
+            (ident, marker, True),
+            (ident, tmp_path / "other.pid", False),
+            (process.Identity(proc.pid, ident.started - 100), None, False),
+        ]
+        for case, pidfile, expected in cases:
+            assert process._alive_in_proc(case, pidfile) is expected
+        proc.kill()
+        time.sleep(0.2)  # a zombie until reaped
+        assert process._alive_in_proc(ident, None) is False
+    finally:
+        proc.kill()
+        proc.wait()
+    assert process._alive_in_proc(ident, None) is False
