@@ -156,6 +156,24 @@ def test_a_process_left_holding_the_output_does_not_stall_its_slot(installed, sh
         installed.sh(shared_vm, "pkill -x sleep", check=False)
 
 
+def test_the_agents_work_folders_deleted_under_it(installed, shared_vm) -> None:
+    # A command that cleans /tmp deletes the folders of every armed slot, its own
+    # included: its result still comes back, and every slot answers again afterwards.
+    from aq import paths
+    from aq.guest import channel
+
+    done = installed.sh(shared_vm, "rm -rf /tmp/aq-exec.*; echo cleaned")
+    assert done.stdout == "cleaned\n"
+    procs = [
+        installed.popen_sh(shared_vm, f"sleep 1; echo again-{i}", stdout=subprocess.PIPE, text=True)
+        for i in range(8)
+    ]
+    outs = sorted(p.communicate(timeout=120)[0] for p in procs)
+    assert outs == sorted(f"again-{i}\n" for i in range(8))
+    files = paths.VmFiles(installed.path / "vms" / shared_vm)
+    assert all(channel.ping(files, timeout=30, slot_number=n) for n in range(channel.SLOTS))
+
+
 def test_ctrl_c_stops_the_guest_command(installed, shared_vm) -> None:
     proc = installed.popen(
         "exec", shared_vm, "--", "sleep", "300", stdout=subprocess.PIPE, stderr=subprocess.PIPE

@@ -84,7 +84,7 @@ workdir() {
 			why=$made
 			continue
 		}
-		if mkfifo "$made/out" "$made/err" 2>"$made/why" && cd "$made" && : >gone 2>/dev/null; then
+		if mkfifo "$made/out" "$made/err" 2>"$made/why" && cd "$made" && true >gone 2>/dev/null; then
 			dir=$made
 			return 0
 		fi
@@ -104,18 +104,32 @@ pumps() {
 	o=$!
 	dd if=err bs=65536 2>err.stat >&6 3>&- &
 	echo "$o $!" >pumps
+	# The feeder's pid now, not when it is needed: the command may delete this folder.
+	wanted feeder
+	f=$got
 	wait
-	read -r f <feeder 2>/dev/null && kill "$f" 2>/dev/null
+	[ -n "$f" ] && kill "$f" 2>/dev/null
+}
+
+wanted() {
+	# The first line of file $1 in $got, waiting up to 2 s for another process of this
+	# slot to write it (they all start at once when the slot is armed).
+	tries=0
+	got=
+	until read -r got _ <"$1" 2>/dev/null && [ -n "$got" ] || [ $tries -gt 40 ]; do
+		tick 0.05
+		tries=$((tries + 1))
+	done
 }
 
 launch() {
 	# Becomes the command's shell: in a session and process group of its own,
 	# from /root, with none of the channel's ports (a daemon it leaves behind would
 	# hold them), its stdin the rest of this pipeline's pipe after the command line.
-	mypid
-	echo "$me" >pid
-	exec setsid sh -c 'IFS= read -r cmd || exit 0; cd /root 2>/dev/null || cd /; exec sh -c "$cmd"' \
-		sh >out 2>err 3>&- 5>&- 6>&-
+	# It writes its pid once it leads its group, so a signal sent to the group never
+	# misses it.
+	exec setsid sh -c 'echo $$ >pid; IFS= read -r cmd || exit 0; cd /root 2>/dev/null || cd /
+		exec sh -c "$cmd"' sh >out 2>err 3>&- 5>&- 6>&-
 }
 
 control() {
@@ -130,12 +144,31 @@ control() {
 			P) echo "P $arg" >&3 ;;
 			T) clock "$arg" ;;
 			S)
-				printf 'AQ%s\n' "$arg" >&5
-				printf 'AQ%s\n' "$arg" >&6
-				echo "S $arg" >&3
-				# The host repeats its S until it hears back; skip the repeats.
-				kind=
-				while read -r kind len <&3 && [ "$kind" = S ]; do kind=; done
+				if [ ! -p "$dir/out" ]; then
+					# The work folder was deleted or hidden by a mount while the slot
+					# was idle: unanswered, the host repeats its S to a slot armed anew.
+					echo 1 >gone 2>/dev/null
+					exit 1
+				fi
+				# Every pid the session may need, now: the command may delete this folder.
+				wanted pid
+				pgid=$got
+				wanted pumps
+				read -r o e <pumps 2>/dev/null
+				nonce=$arg
+				while :; do
+					printf 'AQ%s\n' "$nonce" >&5
+					printf 'AQ%s\n' "$nonce" >&6
+					echo "S $nonce" >&3
+					# The host repeats its S until it hears back: skip the repeats. A
+					# different nonce is a newer host (an earlier one gave up).
+					kind=
+					while read -r kind len <&3 && [ "$kind" = S ] && [ "$len" = "$nonce" ]; do
+						kind=
+					done
+					[ "$kind" = S ] || break
+					nonce=$len
+				done
 				[ "$kind" = X ] || continue
 				case $len in *[!0-9]* | '') continue ;; esac
 				if [ "$len" -gt "$LONG_LINE" ]; then
@@ -144,12 +177,8 @@ control() {
 				else
 					IFS= read -r cmd <&3
 				fi
-				if [ ! -p "$dir/out" ] || ! command -v sh >/dev/null 2>&1; then
-					# Refused (F, and no R: the flag is found through the current
-					# directory even when its path is hidden by a mount).
-					why="the guest has no sh to run the command"
-					[ -p "$dir/out" ] || why="no work folder in /tmp, /run or /dev/shm: $dir is gone"
-					printf 'F %s\n' "$why" >&3
+				if ! command -v sh >/dev/null 2>&1; then
+					printf 'F %s\n' "the guest has no sh to run the command" >&3
 					echo 1 >gone 2>/dev/null
 					exit 1
 				fi
@@ -163,34 +192,18 @@ control() {
 }
 
 feed() {
-	pgid=
 	while read -r kind arg <&3; do
 		case $kind in
 		D) take "$arg" <&3 ;;
 		E) exec >&- ;;
-		K) group && kill -s "$arg" "-$pgid" 2>/dev/null ;;
+		K) [ -n "$pgid" ] && kill -s "$arg" "-$pgid" 2>/dev/null ;;
 		esac
 	done
 	# The host went away: stop the command and the pumps (their writes would block
 	# until the next host connects), and say nothing more on this slot.
-	echo 1 >gone
-	group && kill -s KILL "-$pgid" 2>/dev/null
-	tries=0
-	until read -r o e <pumps 2>/dev/null || [ $tries -gt 40 ]; do
-		sleep 0.05
-		tries=$((tries + 1))
-	done
+	echo 1 >gone 2>/dev/null
+	[ -n "$pgid" ] && kill -s KILL "-$pgid" 2>/dev/null
 	[ -n "$o" ] && kill -s KILL "$o" "$e" 2>/dev/null
-}
-
-group() {
-	# The command's process group, in $pgid: the launcher writes it as it starts.
-	tries=0
-	until [ -n "$pgid" ] || [ $tries -gt 40 ]; do
-		read -r pgid <pid 2>/dev/null || sleep 0.05
-		tries=$((tries + 1))
-	done
-	[ -n "$pgid" ]
 }
 
 refuse() {
@@ -218,20 +231,24 @@ session() {
 	if ! workdir; then
 		why=$(echo "$why" | head -c 200 | tr -d '\n')
 		refuse "no work folder in /tmp, /run or /dev/shm: $why"
+		fresh
 		return
 	fi
-	: >gone
-	: >pid
-	: >feeder
-	: >pumps
+	# `true`, not `:`, wherever a redirection may fail (this folder may be gone): a
+	# special builtin's failed redirection ends a non-interactive shell, and with it
+	# this slot.
+	true >gone 2>/dev/null
+	true >pid 2>/dev/null
+	true >feeder 2>/dev/null
+	true >pumps 2>/dev/null
 	pumps &
 	pumping=$!
 	control | launch
 	status=$?
 	# A pump still waiting for its FIFO's writer (the command was never started) gets
 	# one that leaves at once: opening a FIFO read-write never blocks.
-	: <>out
-	: <>err
+	true <>out 2>/dev/null
+	true <>err 2>/dev/null
 	wait "$pumping"
 	if [ ! -s gone ]; then
 		bytes out.stat
@@ -245,13 +262,22 @@ session() {
 		rm -rf "$dir"
 		dir=
 	fi
+	fresh
+}
+
+fresh() {
+	# Close and reopen the control port: the kernel then drops what the last host left
+	# unread (stdin frames a command did not take, a start it gave up on), which the
+	# next session would otherwise read as control lines. 1 if the port is gone.
+	exec 3>&-
+	command exec 3<>"$ctl" 2>/dev/null
 }
 
 slot() {
 	# Serve slot $1 for as long as its ports exist; 1 if they are not there (yet).
 	port "aq.exec.$1.ctl" && ctl=$found && port "aq.exec.$1.out" && out=$found &&
 		port "aq.exec.$1.err" && err=$found || return 1
-	exec 3<>"$ctl" || return 1
+	command exec 3<>"$ctl" 2>/dev/null || return 1
 	if ! { command exec 5>"$out" 6>"$err"; } 2>/dev/null; then
 		# A port another process holds open cannot be opened again (EBUSY).
 		exec 5>&- 6>&-
@@ -259,9 +285,7 @@ slot() {
 		exec 3>&-
 		return 0
 	fi
-	while [ -e "$ctl" ]; do
-		session
-	done
+	while [ -e "$ctl" ] && session; do :; done
 	exec 3>&- 5>&- 6>&-
 	return 0
 }
