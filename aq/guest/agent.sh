@@ -129,7 +129,7 @@ launch() {
 	# It writes its pid once it leads its group, so a signal sent to the group never
 	# misses it.
 	exec setsid sh -c 'echo $$ >pid; IFS= read -r cmd || exit 0; cd /root 2>/dev/null || cd /
-		exec sh -c "$cmd"' sh >out 2>err 3>&- 5>&- 6>&-
+		exec sh -c "$cmd"' sh >out 2>err 3>&- 5>&- 6>&- 7>&- 8>&- 9>&-
 }
 
 control() {
@@ -147,7 +147,7 @@ control() {
 				if [ ! -p "$dir/out" ]; then
 					# The work folder was deleted or hidden by a mount while the slot
 					# was idle: unanswered, the host repeats its S to a slot armed anew.
-					echo 1 >gone 2>/dev/null
+					echo 1 >&9
 					exit 1
 				fi
 				# Every pid the session may need, now: the command may delete this folder.
@@ -179,7 +179,7 @@ control() {
 				fi
 				if ! command -v sh >/dev/null 2>&1; then
 					printf 'F %s\n' "the guest has no sh to run the command" >&3
-					echo 1 >gone 2>/dev/null
+					echo 1 >&9
 					exit 1
 				fi
 				printf '%s\n' "$cmd"
@@ -201,7 +201,7 @@ feed() {
 	done
 	# The host went away: stop the command and the pumps (their writes would block
 	# until the next host connects), and say nothing more on this slot.
-	echo 1 >gone 2>/dev/null
+	echo 1 >&9
 	[ -n "$pgid" ] && kill -s KILL "-$pgid" 2>/dev/null
 	[ -n "$o" ] && kill -s KILL "$o" "$e" 2>/dev/null
 }
@@ -241,6 +241,9 @@ session() {
 	true >pid 2>/dev/null
 	true >feeder 2>/dev/null
 	true >pumps 2>/dev/null
+	# The result's files held open (dd writes its counts to the same files), and read
+	# through /proc/self/fd: a command that deletes this folder still gets its result.
+	command exec 7<>out.stat 8<>err.stat 9<>gone 2>/dev/null
 	pumps &
 	pumping=$!
 	control | launch
@@ -250,10 +253,10 @@ session() {
 	true <>out 2>/dev/null
 	true <>err 2>/dev/null
 	wait "$pumping"
-	if [ ! -s gone ]; then
-		bytes out.stat
+	if [ ! -s /proc/self/fd/9 ]; then
+		bytes /proc/self/fd/7
 		sent=$n
-		bytes err.stat
+		bytes /proc/self/fd/8
 		printf 'R %s %s %s\n' "$status" "$sent" "$n" >&3
 	else
 		# The pumps may have been killed while something still held the FIFOs (a
@@ -262,6 +265,7 @@ session() {
 		rm -rf "$dir"
 		dir=
 	fi
+	exec 7>&- 8>&- 9>&-
 	fresh
 }
 
