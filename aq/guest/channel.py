@@ -184,16 +184,20 @@ def _echoed(files: VmFiles, line: str, timeout: float, slot_number: int) -> bool
     reader = LineReader(sock)
     deadline = time.monotonic() + timeout
     try:
-        sock.sendall(f"{line}\n".encode())
         while time.monotonic() < deadline:
-            sock.settimeout(max(0.01, deadline - time.monotonic()))
-            try:
-                if not reader.feed():
-                    return False
-            except TimeoutError:
-                return False
-            if line in reader.lines():
-                return True
+            # Repeated each START_REPEAT: the agent drops what reaches a slot while it
+            # closes the last session (what that host left unread goes with it).
+            sock.sendall(f"{line}\n".encode())
+            resend = min(deadline, time.monotonic() + START_REPEAT)
+            while time.monotonic() < resend:
+                sock.settimeout(max(0.01, resend - time.monotonic()))
+                try:
+                    if not reader.feed():
+                        return False
+                except TimeoutError:
+                    break
+                if line in reader.lines():
+                    return True
         return False
     except (OSError, ChannelError):
         return False
