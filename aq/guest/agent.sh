@@ -150,11 +150,6 @@ control() {
 					echo 1 >&9
 					exit 1
 				fi
-				# Every pid the session may need, now: the command may delete this folder.
-				wanted pid
-				pgid=$got
-				wanted pumps
-				read -r o e <pumps 2>/dev/null
 				nonce=$arg
 				while :; do
 					printf 'AQ%s\n' "$nonce" >&5
@@ -183,6 +178,12 @@ control() {
 					exit 1
 				fi
 				printf '%s\n' "$cmd"
+				# Every pid the session may need, now: the command may delete this
+				# folder. The launcher wrote its pid before it reads the command line.
+				wanted pid
+				pgid=$got
+				wanted pumps
+				read -r o e <pumps 2>/dev/null
 				feed
 				exit 0
 				;;
