@@ -247,24 +247,8 @@ def test_slots_plugged_in_just_now_are_tried_last(tmp_path: Path, monkeypatch) -
 def test_a_ping_the_agent_dropped_is_sent_again(aq_home: Path) -> None:
     # Between two sessions the agent reopens the slot's port, and what reached it just
     # then is dropped: a ping says its line again each second until it is answered.
-    files = VmFiles(aq_home / "vm")
-    (aq_home / "vm").mkdir(parents=True)
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(short_socket_path(files.exec_socket(0, "ctl")))
-    listener.listen(1)
-    heard: list[bytes] = []
+    from tests.control_stub import control_socket
 
-    def agent() -> None:
-        conn, _ = listener.accept()
-        heard.append(_read_line(conn))  # dropped
-        line = _read_line(conn)
-        heard.append(line)
-        conn.sendall(line + b"\n")
-        conn.close()
-
-    thread = threading.Thread(target=agent, daemon=True)
-    thread.start()
+    files, heard = control_socket(aq_home / "vm", answer=1)
     assert channel.ping(files, timeout=10)
-    thread.join(10)
-    listener.close()
-    assert len(heard) == 2 and heard[0] == heard[1] and heard[0].startswith(b"P ")
+    assert len(heard) == 2 and heard[0] == heard[1] and heard[0].startswith("P ")

@@ -1,44 +1,19 @@
 """A resumed guest's clock: set with the agent's one-line `T` (a whole exec costs
 seconds under TCG), and with an exec when the agent is older than `T`. The agent here
-is a stand-in listening on slot 0's control socket as QEMU does."""
+is a stand-in on slot 0's control socket (tests/control_stub.py)."""
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
-from pathlib import Path
 
 from aq import identity
 from aq.guest import channel
-from aq.paths import VmFiles, short_socket_path
-
-
-def _agent(root: Path, answers: bool) -> tuple[VmFiles, list[str]]:
-    """Slot 0's control socket; each line it gets is kept, and echoed if `answers`."""
-    root.mkdir(parents=True, exist_ok=True)
-    files = VmFiles(root)
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(short_socket_path(files.exec_socket(0, "ctl")))
-    listener.listen(1)
-    heard: list[str] = []
-
-    def serve() -> None:
-        conn, _ = listener.accept()
-        with conn:
-            line = conn.makefile().readline().strip()
-            heard.append(line)
-            if answers:
-                conn.sendall(f"{line}\n".encode())
-            else:
-                time.sleep(5)
-
-    threading.Thread(target=serve, daemon=True).start()
-    return files, heard
+from aq.paths import VmFiles
+from tests.control_stub import control_socket
 
 
 def test_clock_is_one_control_line(tmp_path, monkeypatch) -> None:
-    files, heard = _agent(tmp_path / "vm", answers=True)
+    files, heard = control_socket(tmp_path / "vm", answer=0)
     execs: list[list[str]] = []
     monkeypatch.setattr(identity, "_run", lambda files, argv, *rest: execs.append(argv))
     before = int(time.time())
@@ -49,7 +24,7 @@ def test_clock_is_one_control_line(tmp_path, monkeypatch) -> None:
 
 
 def test_an_agent_without_t_gets_an_exec(tmp_path, monkeypatch) -> None:
-    files, heard = _agent(tmp_path / "vm", answers=False)
+    files, heard = control_socket(tmp_path / "vm", answer=None)
     execs: list[list[str]] = []
     monkeypatch.setattr(identity, "_run", lambda files, argv, *rest: execs.append(argv))
     started = time.monotonic()
