@@ -106,24 +106,33 @@ def vm_env(home: Path, mirror: Mirror) -> dict[str, str]:
 
 
 def stop_all_qemu(home: Path) -> list[int]:
-    """Kill every QEMU recorded in `home`'s store, by its pid and start time."""
+    """Kill every QEMU recorded in `home`'s store, by its pid and start time, and any
+    other that a VM's pid file names."""
     from aq.qemu import process
 
     killed = []
+    rows = []
     db = home / "aq.db"
-    if not db.exists():
-        return killed
-    con = sqlite3.connect(db)
-    try:
-        rows = con.execute(
-            "SELECT name, pid, pid_started FROM vms WHERE pid IS NOT NULL"
-        ).fetchall()
-    finally:
-        con.close()
+    if db.exists():
+        con = sqlite3.connect(db)
+        try:
+            rows = con.execute(
+                "SELECT name, pid, pid_started FROM vms WHERE pid IS NOT NULL"
+            ).fetchall()
+        finally:
+            con.close()
     for name, pid, started in rows:
         ident = process.Identity(pid, started)
         pidfile = home / "vms" / name / "qemu.pid"
         if process.is_alive(ident, pidfile):
             process.kill(ident, pidfile)
             killed.append(pid)
+    # A QEMU the store no longer records (a VM recorded as stopped while its QEMU
+    # lived on) is found by its pid file: it counts only if its command line names
+    # that very file, so a reused pid is never killed.
+    for pidfile in sorted((home / "vms").glob("*/qemu.pid")):
+        unrecorded = process.from_pidfile(pidfile)
+        if unrecorded is not None:
+            process.kill(unrecorded, pidfile)
+            killed.append(unrecorded.pid)
     return killed
