@@ -57,7 +57,7 @@ def aq(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 
 
 def ensure_vm(name: str) -> None:
-    """The VM `name` exists (made on the installed base, with aq's defaults)."""
+    """The VM `name` exists (made on the installed base, one vCPU for TCG)."""
     if aq("status", name, check=False).returncode != 0:
         print(f"creating {name} (the first run installs the base; minutes under TCG)", flush=True)
-        aq("new", name)
+        aq("new", name, "--cpus", "1")

@@ -6,7 +6,7 @@ table-tested. Per host:
   macOS, Apple Silicon   qemu-system-aarch64 -machine virt,highmem=on -accel hvf -cpu host
   macOS, Intel           qemu-system-x86_64  -machine pc -accel hvf -cpu host
   Linux with /dev/kvm    -accel kvm -cpu host
-  anything else          -accel tcg (software emulation), vCPUs capped (see tcg_cpus)
+  anything else          -accel tcg (software emulation), one vCPU (see tcg_cpus)
 
 x86_64 guests boot through QEMU's bundled SeaBIOS; aarch64 guests through the UEFI
 firmware found in QEMU's own installation (aq.qemu.hostinfo).
@@ -93,27 +93,15 @@ def binary_name(arch: str) -> str:
     return f"qemu-system-{arch}"
 
 
-# Under TCG every vCPU is emulated, each in a thread of its own (QEMU's multi-threaded
-# TCG). On x86_64 two vCPUs boot faster: the initramfs and OpenRC run many short
-# processes at once. Measured on one installed disk, direct kernel boot to login, on a
-# 2-core host, alternating (bench/BOOT-STALLS.md, fifth pass): 1 vCPU 43.9-53.8 s,
-# 2 vCPUs 35.7-42.5 s, with no soft lockup in 10 boots. The soft lockups and kernel
-# panics once seen with 2 vCPUs came with QEMU's 1 GiB translation cache (see
-# TCG_TB_SIZE_MIB) or `-cpu max`. aarch64 keeps one: two were never measured there.
-# Never more vCPUs than the host has cores: a vCPU thread waiting for a core stalls
-# the guest's other vCPU.
-TCG_MAX_CPUS = {"x86_64": 2, "aarch64": 1}
+# Under TCG every vCPU is emulated. Measured on x86_64 (stock boots of one installed
+# disk, login prompt; 2 shared host cores): 1 vCPU 85 s / 76 s, 2 vCPUs 76 s / 89 s with
+# 25 s of guest soft lockups, and 2 vCPUs have ended in kernel panics (text patching).
+TCG_MAX_CPUS = 1
 
 
-def tcg_cpus(cpus: int, host: HostInfo) -> int:
-    """The vCPUs QEMU gets: the VM's own number, capped under TCG (TCG_MAX_CPUS and
-    the host's cores)."""
-    if host.accel != "tcg":
-        return cpus
-    cap = TCG_MAX_CPUS.get(host.arch, 1)
-    if host.cores is not None:
-        cap = min(cap, host.cores)
-    return max(1, min(cpus, cap))
+def tcg_cpus(cpus: int, accel: str) -> int:
+    """The vCPUs QEMU gets: the VM's own number, but at most TCG_MAX_CPUS under TCG."""
+    return min(cpus, TCG_MAX_CPUS) if accel == "tcg" else cpus
 
 
 def cpu_model(arch: str, accel: str) -> str:
@@ -157,7 +145,7 @@ def _machine(spec: MachineSpec, host: HostInfo) -> list[str]:
     else:
         args = ["-machine", "pc", "-accel", accel]
     args += ["-cpu", cpu_model(host.arch, host.accel)]
-    cpus = tcg_cpus(spec.cpus, host)
+    cpus = tcg_cpus(spec.cpus, host.accel)
     return [*args, "-smp", str(cpus), "-m", str(spec.memory_mib)]
 
 

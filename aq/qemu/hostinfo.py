@@ -33,15 +33,6 @@ class HostInfo:
     arch: str  # the guest's arch: "x86_64" or "aarch64" (the host's own unless emulated)
     accel: str  # "hvf", "kvm" or "tcg"
     firmware: Path | None = None  # UEFI code for aarch64 guests; None on x86_64 (SeaBIOS)
-    cores: int | None = None  # the host's CPU count (caps vCPUs under TCG); None: unknown
-
-
-def host_cores() -> int | None:
-    """The cores this process may run on (a cpuset or affinity mask counts), or None."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # macOS has no affinity call
-        return os.cpu_count()
 
 
 def qemu_binary(arch: str) -> str:
@@ -236,4 +227,4 @@ def detect(accel: str | None = None, arch: str | None = None) -> HostInfo:
                 "no UEFI firmware for aarch64 was found in QEMU's installation",
                 hint="install QEMU's firmware (brew install qemu; apt install qemu-efi-aarch64)",
             )
-    return HostInfo(system=system, arch=arch, accel=chosen, firmware=firmware, cores=host_cores())
+    return HostInfo(system=system, arch=arch, accel=chosen, firmware=firmware)
