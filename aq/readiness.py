@@ -3,7 +3,10 @@
 A VM boots with no command-channel port (aq.machine.BOOT_SLOTS says why), so while it
 boots this also plugs in slot 0 as soon as the console shows the guest's userland
 starting (OpenRC's banner, or a login prompt), or after PLUG_FALLBACK seconds when the
-console says nothing recognisable; then it pings the agent until it answers.
+console says nothing recognisable; then it pings the agent until it answers. A kernel
+panic on the console ends the wait at once: a panic early in boot, before the guest
+has loaded its pvpanic driver, tells QEMU nothing, and the guest would sit until the
+boot timeout (15 minutes by default).
 """
 
 from __future__ import annotations
@@ -14,9 +17,12 @@ import time
 from aq import machine, paths
 from aq.guest import channel
 from aq.qemu import process
+from aq.safetext import for_terminal
 
 LOGIN = re.compile(rb"login: ?", re.M)
 USERLAND = re.compile(rb"OpenRC [^\n]{0,40}is starting up|login: ?")
+# The kernel's own words; what follows them is the guest's (shown escaped, bounded).
+PANIC = re.compile(rb"Kernel panic - not syncing: ?([^\r\n]{0,160})")
 PLUG_FALLBACK = 60.0  # seconds after launch
 SCAN_MAX = 1 << 20  # bytes of console output kept for matching
 
@@ -37,6 +43,9 @@ class ConsoleWatch:
         self.files, self.position, self.seen = files, offset, b""
 
     def saw(self, pattern: re.Pattern[bytes]) -> bool:
+        return self.found(pattern) is not None
+
+    def found(self, pattern: re.Pattern[bytes]) -> re.Match[bytes] | None:
         try:
             with self.files.console_log.open("rb") as log:
                 log.seek(self.position)
@@ -45,7 +54,7 @@ class ConsoleWatch:
             data = b""
         self.position += len(data)
         self.seen = (self.seen + data)[-SCAN_MAX:]
-        return pattern.search(self.seen) is not None
+        return pattern.search(self.seen)
 
 
 def wait(files: paths.VmFiles, ident: process.Identity, offset: int, timeout: float) -> None:
@@ -59,6 +68,10 @@ def wait(files: paths.VmFiles, ident: process.Identity, offset: int, timeout: fl
     while True:
         if not process.is_alive(ident, files.pidfile):
             raise BootFailed("QEMU exited during boot")
+        panic = console.found(PANIC)
+        if panic is not None:
+            why = for_terminal(panic.group(1).strip(), one_line=True) or "no reason given"
+            raise BootFailed(f"the guest's kernel panicked during boot: {why}")
         if not plugged and (console.saw(USERLAND) or time.monotonic() - started > PLUG_FALLBACK):
             try:
                 machine.add_slots(files, range(1))

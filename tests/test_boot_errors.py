@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import select
 
 from aq import machine, paths, power, vm
-from aq.errors import GuestTimeout
+from aq.errors import AqError, GuestTimeout
 from aq.guest import channel
 from aq.qemu import process
 from aq.store.db import reading
@@ -85,3 +85,22 @@ def test_a_login_prompt_without_a_channel_says_so(silent_guest) -> None:
     assert "(the command channel did not answer)" in caught.value.message
     assert "mute login:" in caught.value.message  # the console's last lines are shown
     assert plugged == [range(1)]  # the guest's userland showed: slot 0 was plugged in
+
+
+def test_a_kernel_panic_during_boot_ends_the_wait_at_once(silent_guest) -> None:
+    # Early in boot the guest has no pvpanic driver yet, so only the console tells.
+    made, spawned, console, _ = silent_guest
+    console[0] = (
+        b"[    2.9] VFS: Cannot open root device\r\n"
+        b"[    3.0] Kernel panic - not syncing: VFS: Unable to mount root fs\x1b]0;x\x07\r\n"
+    )
+    began = time.monotonic()
+    with pytest.raises(AqError) as caught:
+        power.start("mute", timeout=600, accel="tcg")
+    assert time.monotonic() - began < 60  # not the boot timeout
+    assert not isinstance(caught.value, GuestTimeout)
+    reason = "the guest's kernel panicked during boot: VFS: Unable to mount root fs\\x1b]0;x\\x07"
+    assert caught.value.message.startswith(reason)  # the guest's bytes shown escaped
+    assert _last_event(made.id) == ("abort", reason)
+    assert spawned[0].wait(10) is not None  # this boot's QEMU was stopped
+    assert vm.get("mute").state == "stopped"

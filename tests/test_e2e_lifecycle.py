@@ -3,6 +3,7 @@ reconciliation, ports and MACs."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -198,6 +199,36 @@ def test_guest_kernel_panic_is_reported_and_stop_falls_back(installed, persist) 
     installed.aq("stop", persist, "--timeout", "5")
     detail = _events(installed, persist)[-1][2]
     assert "no power-off within 5s" in detail and "fallback: QMP quit" in detail
+
+
+def test_a_kernel_panic_early_in_boot_fails_the_start_at_once(installed) -> None:
+    # A kernel that cannot mount its root panics before the guest's pvpanic driver is
+    # loaded, so QEMU learns nothing: the console is the only witness. `rdinit` naming
+    # no file sends this kernel past its initramfs, where `root=UUID=` means nothing.
+    installed.aq("new", "panicky", "--cpus", VM_CPUS)
+    try:
+        record = installed.path / "vms" / "panicky" / "boot" / "boot.json"
+        copy = json.loads(record.read_text())
+        assert copy["current"]  # a new VM boots its base's kernel directly
+        copy["append"] += " rdinit=/nonexistent"
+        edited = record.with_name("boot.json.new")
+        edited.write_text(json.dumps(copy))
+        os.replace(edited, record)
+        began = time.monotonic()
+        result = installed.aq("start", "panicky", "--timeout", "900", check=False)
+        took = time.monotonic() - began
+        assert result.returncode == 1, result.stderr
+        assert "the guest's kernel panicked during boot: VFS: Unable to mount root fs" in (
+            result.stderr
+        )
+        assert took < 450, f"the start took {took:.0f}s: the panic went unnoticed"
+        event, state, detail = _events(installed, "panicky")[-1]
+        assert (event, state) == ("abort", "stopped")
+        assert detail.startswith("the guest's kernel panicked during boot")
+        pidfile = installed.path / "vms" / "panicky" / "qemu.pid"
+        assert process.from_pidfile(pidfile) is None  # no QEMU outlived the boot
+    finally:
+        installed.aq("rm", "--force", "panicky", check=False)
 
 
 def test_killed_aq_start_leaves_nothing_stuck_in_booting(installed) -> None:

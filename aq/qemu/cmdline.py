@@ -93,9 +93,12 @@ def binary_name(arch: str) -> str:
     return f"qemu-system-{arch}"
 
 
-# Under TCG every vCPU is emulated. Measured on x86_64 (stock boots of one installed
-# disk, login prompt; 2 shared host cores): 1 vCPU 85 s / 76 s, 2 vCPUs 76 s / 89 s with
-# 25 s of guest soft lockups, and 2 vCPUs have ended in kernel panics (text patching).
+# Under TCG every vCPU is emulated. Two vCPUs (each in its own host thread) boot faster
+# with the 64 MiB cache below (36-42 s to login against 44-54 s for one), but QEMU 7.2's
+# multi-threaded TCG races the kernel's live code patching: about one boot in twenty
+# died early with `Oops: int3` in crng_make_state (the crng-ready static key being
+# flipped while the other vCPU ran that code), as -cpu max with 2 vCPUs once did. A
+# boot that can die is worse than a slower one (bench/BOOT-STALLS.md, fifth pass).
 TCG_MAX_CPUS = 1
 
 
