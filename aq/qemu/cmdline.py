@@ -95,7 +95,7 @@ def binary_name(arch: str) -> str:
 
 # Under TCG every vCPU is emulated. Two vCPUs (each in its own host thread) boot faster
 # with the 64 MiB cache below (36-42 s to login against 44-54 s for one), but QEMU 7.2's
-# multi-threaded TCG races the kernel's live code patching: about one boot in twenty
+# multi-threaded TCG races the kernel's live code patching: one of about 60 such boots
 # died early with `Oops: int3` in crng_make_state (the crng-ready static key being
 # flipped while the other vCPU ran that code), as -cpu max with 2 vCPUs once did. A
 # boot that can die is worse than a slower one (bench/BOOT-STALLS.md, fifth pass).
