@@ -3,17 +3,19 @@ reconciliation, ports and MACs."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
 import socket
 import time
 import urllib.request
+from dataclasses import replace
 
 import pytest
 
+from aq import bootcopy
 from aq.paths import EXEC_STREAMS as STREAMS
+from aq.paths import VmFiles
 from aq.qemu import process
 from tests.conftest import VM_CPUS
 
@@ -207,13 +209,10 @@ def test_a_kernel_panic_early_in_boot_fails_the_start_at_once(installed) -> None
     # no file sends this kernel past its initramfs, where `root=UUID=` means nothing.
     installed.aq("new", "panicky", "--cpus", VM_CPUS)
     try:
-        record = installed.path / "vms" / "panicky" / "boot" / "boot.json"
-        copy = json.loads(record.read_text())
-        assert copy["current"]  # a new VM boots its base's kernel directly
-        copy["append"] += " rdinit=/nonexistent"
-        edited = record.with_name("boot.json.new")
-        edited.write_text(json.dumps(copy))
-        os.replace(edited, record)
+        folder = VmFiles(installed.path / "vms" / "panicky").boot_copy
+        copy = bootcopy.read_record(folder)
+        assert copy is not None and copy.current  # a new VM boots its base's kernel directly
+        bootcopy.write_record(folder, replace(copy, append=f"{copy.append} rdinit=/nonexistent"))
         began = time.monotonic()
         result = installed.aq("start", "panicky", "--timeout", "900", check=False)
         took = time.monotonic() - began
