@@ -112,11 +112,11 @@ pumps() {
 }
 
 wanted() {
-	# The first line of file $1 in $got, waiting up to 2 s for another process of this
-	# slot to write it (they all start at once when the slot is armed).
+	# The first two words of file $1 in $got and $got2, waiting up to 2 s for another
+	# process of this slot to write it (they all start at once when the slot is armed).
 	tries=0
 	got=
-	until read -r got _ <"$1" 2>/dev/null && [ -n "$got" ] || [ $tries -gt 40 ]; do
+	until read -r got got2 _ <"$1" 2>/dev/null && [ -n "$got" ] || [ $tries -gt 40 ]; do
 		tick 0.05
 		tries=$((tries + 1))
 	done
@@ -183,7 +183,8 @@ control() {
 				wanted pid
 				pgid=$got
 				wanted pumps
-				read -r o e <pumps 2>/dev/null
+				o=$got
+				e=$got2
 				feed
 				exit 0
 				;;
