@@ -7,6 +7,7 @@ import hashlib
 import os
 import pty
 import select
+import shlex
 import signal
 import socket
 import stat
@@ -41,6 +42,26 @@ def test_arguments_arrive_exactly(installed, shared_vm) -> None:
     long = ["x" * 20000 + "\n'y", "z"]
     out = installed.aq("exec", shared_vm, "--", "printf", "[%s]", *long).stdout
     assert out == "".join(f"[{a}]" for a in long)
+
+
+def test_the_command_runs_as_sh_c_would_run_it(installed, shared_vm) -> None:
+    # The agent's armed shell runs the quoted words itself instead of starting
+    # `sh -c LINE`: the outcome must not tell the two apart.
+    for argv in (["no-such-program", "x"], ["cd", "/no/such/dir"], ["/etc/passwd"]):
+        ours = installed.aq("exec", shared_vm, "--", *argv, check=False)
+        line = " ".join(shlex.quote(arg) for arg in argv)
+        theirs = installed.sh(shared_vm, f"sh -c {shlex.quote(line)}", check=False)
+        assert ours.returncode == theirs.returncode != 0
+        assert ours.stderr == theirs.stderr
+        assert ours.stderr.startswith("sh: ")
+    # A program takes the shell's place: it leads the process group that Ctrl-C and
+    # `aq exec --timeout` signal. And the shell's own variable is not the command's.
+    script = 'read -r _ _ _ _ group _ </proc/$$/stat; [ "$$" = "$group" ] && echo leader'
+    assert installed.sh(shared_vm, script).stdout == "leader\n"
+    assert not any(
+        v.startswith("cmd=")
+        for v in installed.aq("exec", shared_vm, "--", "set").stdout.splitlines()
+    )
 
 
 def test_script_on_stdin(installed, shared_vm) -> None:
