@@ -41,9 +41,8 @@ import stat
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 from aq.errors import Conflict, GuestTimeout
 from aq.guest.wire import (
@@ -69,8 +68,7 @@ START_WAIT = 120.0  # seconds before an unanswered session start is an error
 ARMING = 3.0  # seconds a newly plugged slot may still be arming in the guest
 
 
-@dataclass
-class Slot:
+class Slot(NamedTuple):  # not a dataclass: see aq.paths.VmFiles
     number: int
     lock_fd: int
     ctl: socket.socket
@@ -211,8 +209,7 @@ def _never_blocks(stream: BinaryIO) -> bool:
     return stat.S_ISREG(mode) or stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
 
 
-@dataclass
-class ExecOptions:
+class ExecOptions(NamedTuple):
     stdin: BinaryIO | None  # None: the command gets EOF at once
     stdout: BinaryIO
     stderr: BinaryIO

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import time
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from aq.errors import AqError
 from aq.paths import PRIVATE_UMASK, open_private, write_private
@@ -20,8 +19,7 @@ from aq.paths import PRIVATE_UMASK, open_private, write_private
 START_TIME_SLACK = 2.0
 
 
-@dataclass(frozen=True)
-class Identity:
+class Identity(NamedTuple):  # not a dataclass: see aq.paths.VmFiles
     pid: int
     started: float  # the process's start time (seconds since the epoch)
 
@@ -147,6 +145,8 @@ def launch(argv: list[str], pidfile: Path, cmdline_file: Path, stderr_file: Path
     running = from_pidfile(pidfile)
     if running is not None:  # read before deleting: never lose track of a live QEMU
         raise LaunchError(f"a QEMU of this VM is already running (pid {running.pid})", "")
+    import subprocess  # only here: `aq exec` checks liveness without it
+
     pidfile.unlink(missing_ok=True)
     write_private(cmdline_file, " ".join(_quote(a) for a in argv) + "\n")
     with open_private(stderr_file) as err:
