@@ -104,6 +104,14 @@ def measure(env: dict) -> int:
         f"  of which the exec session from a running process (guest agent, no start or "
         f"imports): median {statistics.median(session) * 1000:.0f} ms"
     )
+    # What aq itself costs on top of the guest's session (derived from the medians),
+    # and the ratio if the session cost only one round trip: aq's own share of the
+    # target, apart from the guest's process starts that dominate a session under TCG.
+    own = a - statistics.median(session)
+    print(
+        f"  aq's own part (the whole run less the session): {own * 1000:.0f} ms; with a "
+        f"session of one round trip the ratio would be {(own + b) / (b + c):.2f}"
+    )
     in_a_loop = ["sh", "-c", f'for i in $(seq {LOOP}); do "$@"; done', "sh", *exec_true]
     loop = time_command(in_a_loop, env)
     print(
