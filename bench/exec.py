@@ -3,7 +3,9 @@
   exec:  `aq exec NAME -- true` wall time (a whole CLI run) vs one ping/pong on the
          VM's control socket from an already running process plus a bare interpreter
          start (`python -c pass`); issue 13's target: at most 2x that sum. Also the
-         same exec session run from this process, to tell the guest's part from aq's.
+         same exec session run from this process, to tell the guest's part from aq's
+         (and the ratio aq's own part alone would give), and a loop of execs back
+         to back. Every timed task starts on an idle guest (SETTLE).
   cp:    `aq cp FILE NAME:/tmp/x` throughput vs streaming the same bytes through the
          same channel into `cat > /dev/null` from an already running process.
 
