@@ -15,7 +15,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from aq import paths, sshkeys
+from aq import defaults, paths, sshkeys
 from aq.console.expect import Console, ConsoleError, transcript_tail
 from aq.errors import AqError
 from aq.guest import bootconfig
@@ -48,8 +48,8 @@ def transcript_path(version: str, arch: str) -> Path:
 
 
 def _installer_cpus(host: HostInfo) -> int:
-    # Several vCPUs under TCG once ended in a guest kernel panic; one is reliable.
-    return 1 if host.accel == "tcg" else 2
+    # A new VM's default, capped under TCG like every VM's (aq.qemu.cmdline.tcg_cpus).
+    return cmdline.tcg_cpus(defaults.CPUS, host.accel)
 
 
 def _start_qemu(argv: list[str], log: Path) -> subprocess.Popen:
