@@ -10,12 +10,21 @@ and do not use this.
 
 from __future__ import annotations
 
+import functools
 import re
 
-# C0 controls except tab and newline, DEL, C1 controls, and the Unicode marks that
-# reorder or hide text (bidi overrides and isolates, line/paragraph separators).
-_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
-_UNSAFE_ONE_LINE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+# Unsafe besides the C0 controls (all of them but tab and newline, unless one line):
+# DEL, the C1 controls, and the Unicode marks that reorder or hide text (bidi
+# overrides and isolates, line and paragraph separators).
+_MARKS = "\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069"
+
+
+@functools.cache
+def _unsafe(one_line: bool) -> re.Pattern[str]:
+    # Compiled when first needed (about 1 ms): `aq exec` imports this module for the
+    # guest's error texts, which most runs never have.
+    controls = "\x00-\x1f" if one_line else "\x00-\x08\x0b-\x1f"
+    return re.compile(f"[{controls}{_MARKS}]")
 
 
 def _visible(match: re.Match[str]) -> str:
@@ -28,5 +37,4 @@ def for_terminal(text: str | bytes, one_line: bool = False) -> str:
     `one_line`); bytes are decoded as UTF-8 with undecodable bytes replaced."""
     if isinstance(text, bytes):
         text = text.decode("utf-8", errors="replace")
-    pattern = _UNSAFE_ONE_LINE if one_line else _UNSAFE
-    return pattern.sub(_visible, text)
+    return _unsafe(one_line).sub(_visible, text)

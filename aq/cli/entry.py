@@ -13,7 +13,6 @@ from __future__ import annotations
 import gc
 import signal
 import sys
-import threading
 
 from aq.cli.report import debugging, failure, show
 from aq.errors import EXEC_FAILURE
@@ -33,6 +32,8 @@ def _collect_later() -> None:
     The timer thread is started with every signal blocked, so Ctrl-C and the like are
     always delivered to the main thread.
     """
+    import threading  # here: a plain `aq exec` never needs it
+
     gc.disable()
     timer = threading.Timer(GC_PAUSE_S, _collect_again)
     timer.daemon = True
@@ -97,10 +98,10 @@ def fast_exec(argv: list[str]) -> int | None:
 
 
 def main() -> None:
-    _collect_later()
-    status = fast_exec(sys.argv[1:])
+    status = fast_exec(sys.argv[1:])  # few objects made: no collector pause needed
     if status is not None:
         sys.exit(status)  # as click's ctx.exit ends: Python flushes stdout on the way
+    _collect_later()
     from aq.cli.main import cli
 
     cli.main(prog_name="aq")

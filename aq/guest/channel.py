@@ -38,17 +38,17 @@ import selectors
 import signal
 import socket
 import stat
-import threading
 import time
+from collections import namedtuple
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import BinaryIO, NamedTuple
 
 from aq.errors import Conflict, GuestTimeout
 from aq.guest.wire import (
     CAPTURE_MAX,
     CHUNK,
     AgentFailed,
+    BinaryStream,
     Bounded,
     ChannelError,
     LineReader,
@@ -68,12 +68,10 @@ START_WAIT = 120.0  # seconds before an unanswered session start is an error
 ARMING = 3.0  # seconds a newly plugged slot may still be arming in the guest
 
 
-class Slot(NamedTuple):  # not a dataclass: see aq.paths.VmFiles
-    number: int
-    lock_fd: int
-    ctl: socket.socket
-    out: socket.socket
-    err: socket.socket
+class Slot(namedtuple("Slot", "number lock_fd ctl out err")):  # see aq.paths.VmFiles
+    """A held slot: its number, the lock's file descriptor and its three sockets."""
+
+    __slots__ = ()
 
     def close(self) -> None:
         for sock in (self.ctl, self.out, self.err):
@@ -203,17 +201,17 @@ def _echoed(files: VmFiles, line: str, timeout: float, slot_number: int) -> bool
         sock.close()
 
 
-def _never_blocks(stream: BinaryIO) -> bool:
+def _never_blocks(stream: BinaryStream) -> bool:
     """Regular files and devices such as /dev/null: always readable, and epoll refuses them."""
     mode = os.fstat(stream.fileno()).st_mode
     return stat.S_ISREG(mode) or stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
 
 
-class ExecOptions(NamedTuple):
-    stdin: BinaryIO | None  # None: the command gets EOF at once
-    stdout: BinaryIO
-    stderr: BinaryIO
-    timeout: float | None = None
+class ExecOptions(namedtuple("ExecOptions", "stdin stdout stderr timeout", defaults=(None,))):
+    """Where a command's stdin comes from (None: EOF at once) and its stdout and stderr
+    go (binary streams), and the seconds before it is killed (None: never)."""
+
+    __slots__ = ()
 
 
 class _Session:
@@ -401,9 +399,10 @@ def run(files: VmFiles, argv: Sequence[str], options: ExecOptions) -> int:
             interrupts += 1
             session.signals.append("INT" if interrupts == 1 else "KILL")
 
-        if threading.current_thread() is not threading.main_thread():
+        try:
+            previous = signal.signal(signal.SIGINT, forward)
+        except ValueError:  # not the main thread, which alone may handle signals
             return session.run(line)
-        previous = signal.signal(signal.SIGINT, forward)
         previous_term = signal.signal(signal.SIGTERM, lambda *_: session.signals.append("TERM"))
         try:
             return session.run(line)

@@ -12,9 +12,12 @@ import io
 import shlex
 import socket
 from collections.abc import Iterator, Sequence
-from typing import BinaryIO
 
 from aq.errors import EXEC_FAILURE, AqError
+
+# What a command's bytes are read from or written to (stdin, stdout, stderr, a capture
+# buffer): not typing.BinaryIO, whose import `aq exec` would pay (aq.paths.VmFiles).
+BinaryStream = io.BufferedIOBase
 
 CHUNK = 65536
 LINE_MAX = 4096  # bytes of one control line from the guest
@@ -72,7 +75,7 @@ class LineReader:
 class Stream:
     """A guest output stream: skip to this session's marker, then count bytes out."""
 
-    def __init__(self, sock: socket.socket, sink: BinaryIO, marker: bytes) -> None:
+    def __init__(self, sock: socket.socket, sink: BinaryStream, marker: bytes) -> None:
         self.sock = sock
         self.sink = sink
         self.marker = marker

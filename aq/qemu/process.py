@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections import namedtuple
 from pathlib import Path
-from typing import NamedTuple
 
 from aq.errors import AqError
 from aq.paths import PRIVATE_UMASK, open_private, write_private
@@ -19,9 +19,11 @@ from aq.paths import PRIVATE_UMASK, open_private, write_private
 START_TIME_SLACK = 2.0
 
 
-class Identity(NamedTuple):  # not a dataclass: see aq.paths.VmFiles
-    pid: int
-    started: float  # the process's start time (seconds since the epoch)
+class Identity(namedtuple("Identity", "pid started")):  # see aq.paths.VmFiles
+    """A process: its pid (int) and start time (float, seconds since the epoch), which
+    together name it even after the pid is reused."""
+
+    __slots__ = ()
 
 
 def identity(pid: int) -> Identity | None:
