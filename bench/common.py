@@ -45,6 +45,39 @@ def compile_aq() -> None:
     assert compileall.compile_dir(package, quiet=1), "aq did not compile"
 
 
+def installed_aq() -> tuple[str, str]:
+    """(python, aq) of a regular install of this checkout, made once per source state.
+
+    A checkout's development install is editable: every interpreter start in its
+    virtual environment imports setuptools' finder (pathlib, importlib.util, re: about
+    20 ms), which a user's install (pip, pipx, uv, Homebrew) never pays. A reference
+    such as `python -c pass` run there is inflated by as much as aq is, so a ratio
+    against it flatters aq. This builds (or reuses) a plain, non-editable install with
+    its dependencies in ~/.cache/aq-bench/venvs/<source hash>, so a benchmark times
+    the `aq` script a user runs against that environment's own interpreter.
+    """
+    import hashlib
+    import os
+    import venv
+    from pathlib import Path
+
+    checkout = Path(__file__).resolve().parent.parent
+    digest = hashlib.sha256()
+    for path in sorted([checkout / "pyproject.toml", *(checkout / "aq").rglob("*")]):
+        if path.is_file() and "__pycache__" not in path.parts:
+            digest.update(str(path.relative_to(checkout)).encode() + b"\0" + path.read_bytes())
+    home = Path(os.environ.get("AQ_BENCH_VENVS", Path.home() / ".cache" / "aq-bench" / "venvs"))
+    target = home / digest.hexdigest()[:16]
+    python, script, done = target / "bin" / "python", target / "bin" / "aq", target / ".complete"
+    if not done.exists():  # made now, or an earlier attempt was cut short
+        print(f"making a regular install of this checkout in {target} ...", flush=True)
+        venv.create(target, with_pip=True, clear=True)
+        subprocess.run([python, "-m", "pip", "install", "-q", str(checkout)], check=True)
+        subprocess.run([python, "-m", "compileall", "-q", target], check=True)
+        done.touch()
+    return str(python), str(script)
+
+
 def instructions(argv: Sequence[str], env: dict | None = None) -> int | None:
     """Instructions the process executed (valgrind's callgrind; None without valgrind).
 

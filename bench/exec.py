@@ -5,7 +5,10 @@
          start (`python -c pass`); issue 13's target: at most 2x that sum. Also the
          same exec session run from this process, to tell the guest's part from aq's
          (and the ratio aq's own part alone would give), and a loop of execs back
-         to back. Every timed task starts on an idle guest (SETTLE).
+         to back. Every timed task starts on an idle guest (SETTLE). Both `aq` and
+         `python` are those of a regular install of this checkout (bench.common.
+         installed_aq), as a user has them: a development install's interpreter
+         start is about 20 ms slower, which would flatter the ratio.
   cp:    `aq cp FILE NAME:/tmp/x` throughput vs streaming the same bytes through the
          same channel into `cat > /dev/null` from an already running process.
 
@@ -25,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import compile_aq, interleaved, time_command
+from bench.common import installed_aq, interleaved, time_command
 from bench.testvm import aq, ensure_vm, environment
 
 NAME = os.environ.get("AQ_BENCH_EXEC_VM", "bench-exec")
@@ -37,20 +40,20 @@ SIZE = 32 << 20
 
 
 def main() -> int:
-    compile_aq()
+    python, script = installed_aq()
     with environment() as env:
         ensure_vm(NAME)
         started = '"running"' not in aq("status", NAME, "--json").stdout
         if started:
             aq("start", NAME, "--timeout", "900")
         try:
-            return measure(env)
+            return measure(env, python, script)
         finally:
             if started and not os.environ.get("AQ_BENCH_KEEP"):
                 aq("stop", NAME)  # only a VM this run started (AQ_BENCH_KEEP=1 keeps it)
 
 
-def measure(env: dict) -> int:
+def measure(env: dict, python: str, script: str) -> int:
     from aq import paths
     from aq.guest import channel
 
@@ -84,8 +87,9 @@ def measure(env: dict) -> int:
 
         return run
 
-    exec_true = [sys.executable, "-m", "aq", "exec", NAME, "--", "true"]
-    bare = [sys.executable, "-c", "pass"]
+    # As a user runs them: the installed `aq` script, and that install's interpreter.
+    exec_true = [script, "exec", NAME, "--", "true"]
+    bare = [python, "-c", "pass"]
     time_command(exec_true, env)
     ours, raw, start, session = interleaved(
         RUNS,
@@ -124,7 +128,7 @@ def measure(env: dict) -> int:
     with tempfile.NamedTemporaryFile() as data:
         data.write(os.urandom(SIZE))
         data.flush()
-        cp = [sys.executable, "-m", "aq", "cp", data.name, f"{NAME}:/tmp/bench.bin"]
+        cp = [script, "cp", data.name, f"{NAME}:/tmp/bench.bin"]
 
         def stream() -> float:
             with open(data.name, "rb") as source, open(os.devnull, "wb") as sink:
