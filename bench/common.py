@@ -33,18 +33,6 @@ def report(name: str, ours: list[float], reference: list[float], target: float, 
     return ratio <= target
 
 
-def compile_aq() -> None:
-    """Write aq's bytecode, as every install does (pip, pipx, Homebrew), so a run from
-    the checkout does not compile aq's modules from source each time (the reference,
-    SQLAlchemy in site-packages, has its bytecode). PYTHONDONTWRITEBYTECODE would
-    otherwise keep a checkout without it."""
-    import compileall
-    from pathlib import Path
-
-    package = Path(__file__).resolve().parent.parent / "aq"
-    assert compileall.compile_dir(package, quiet=1), "aq did not compile"
-
-
 def installed_aq() -> tuple[str, str]:
     """(python, aq) of a regular install of this checkout, made once per source state.
 

@@ -5,6 +5,7 @@ Targets: at most 0.5 s, at most 1 MiB of new disk per VM, and at most 1.3 times 
 qcow2 of the base's size registered as installed (what `aq new` reads is the same: it
 does not boot anything). Run: .venv/bin/python bench/new.py [--instructions]
 (--instructions: also both counted by valgrind, a ratio that a loaded host does not move)
+Both run from a regular install of this checkout (bench.common.installed_aq).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import compile_aq, instructions, interleaved, time_command
+from bench.common import installed_aq, instructions, interleaved, time_command
 
 RUNS = 9
 TARGET_RATIO = 1.3  # issue 13: aq new / `python -c 'import sqlalchemy.orm'`
@@ -30,7 +31,7 @@ def disk_used(path: Path) -> int:
 
 
 def main() -> int:
-    compile_aq()
+    python, script = installed_aq()  # as a user has them (see its docstring)
     with tempfile.TemporaryDirectory() as home:
         os.environ["AQ_HOME"] = home
         os.environ["AQ_MIRROR"] = "http://127.0.0.1:9/offline"  # prove: no network needed
@@ -62,7 +63,7 @@ def main() -> int:
         sizes: list[int] = []
 
         def one_new_argv(name: str) -> list[str]:
-            return [sys.executable, "-m", "aq", "new", name, "--cpus", "1"]
+            return [script, "new", name, "--cpus", "1"]
 
         cpu: dict[str, list[float]] = {"aq": [], "orm": []}
 
@@ -80,7 +81,7 @@ def main() -> int:
             sizes.append(disk_used(Path(home) / "vms" / name))
             return took
 
-        orm_argv = [sys.executable, "-c", "import sqlalchemy.orm"]
+        orm_argv = [python, "-c", "import sqlalchemy.orm"]
         one_new()
         time_command(orm_argv, env)
         sizes.clear()
