@@ -11,6 +11,8 @@ import os
 import selectors
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -18,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from aq.guest import channel
+from aq.guest import channel, wire
 from aq.paths import VmFiles, short_socket_path
 
 
@@ -252,3 +254,23 @@ def test_a_ping_the_agent_dropped_is_sent_again(aq_home: Path) -> None:
     files, heard = control_socket(aq_home / "vm", answer=1)
     assert channel.ping(files, timeout=10)
     assert len(heard) == 2 and heard[0] == heard[1] and heard[0].startswith("P ")
+
+
+def test_a_reader_gone_on_the_host_is_not_a_channel_failure(tmp_path: Path) -> None:
+    # `aq exec VM -- CMD | head -1`: the command's bytes cannot be written any more.
+    class Closed(io.BytesIO):
+        def write(self, data) -> int:  # type: ignore[override]
+            raise BrokenPipeError(32, "Broken pipe")
+
+    guest, host = socket.socketpair()
+    with guest, host:
+        stream = wire.Stream(host, Closed(), b"AQ1\n")
+        guest.sendall(b"AQ1\nsome output\n")
+        with pytest.raises(wire.OutputClosed):
+            stream.on_readable()
+    # The CLI then ends as `cat` would: by SIGPIPE, with nothing on stderr.
+    ended = subprocess.run(
+        [sys.executable, "-c", "from aq.cli.report import reader_gone; reader_gone()"],
+        capture_output=True,
+    )
+    assert (ended.returncode, ended.stderr) == (-signal.SIGPIPE, b"")

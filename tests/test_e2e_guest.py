@@ -206,6 +206,24 @@ def test_ctrl_c_stops_the_guest_command(installed, shared_vm) -> None:
     assert left.stdout.strip() == ""
 
 
+def test_a_reader_that_goes_away_ends_aq_as_it_ends_cat(installed, shared_vm, tmp_path) -> None:
+    # `aq exec VM -- CMD | head -1`: aq ends by SIGPIPE with nothing on stderr, as
+    # `cat` would, and the guest's command is stopped rather than left writing.
+    with (tmp_path / "err").open("w+") as err:
+        proc = installed.popen(
+            "exec", shared_vm, "--", "yes", "aq-reader-gone", stdout=subprocess.PIPE, stderr=err
+        )
+        assert proc.stdout.readline() == b"aq-reader-gone\n"
+        proc.stdout.close()
+        assert proc.wait(timeout=60) == -signal.SIGPIPE
+        err.seek(0)
+        assert err.read() == ""
+    deadline = time.monotonic() + 30
+    while installed.aq("exec", shared_vm, "--", "pgrep", "-x", "yes", check=False).stdout:
+        assert time.monotonic() < deadline, "the guest's command kept running"
+        time.sleep(0.5)
+
+
 def test_timeout_bounds_a_hanging_command(installed, shared_vm) -> None:
     start = time.monotonic()
     result = installed.aq("exec", "--timeout", "3", shared_vm, "--", "sleep", "300", check=False)

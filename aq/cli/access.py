@@ -10,6 +10,7 @@ import click
 from aq.cli import complete
 from aq.cli.entry import surely_running as _surely_running
 from aq.cli.output import FAILURE_CODE, note
+from aq.cli.report import reader_gone
 from aq.errors import EXEC_FAILURE
 
 
@@ -46,7 +47,7 @@ def exec_(ctx: click.Context, timeout: float | None, name: str, command: tuple[s
     """
     ctx.meta[FAILURE_CODE] = EXEC_FAILURE
     from aq import paths
-    from aq.guest import channel
+    from aq.guest import channel, wire
 
     argv = list(command)
     if argv and argv[0] == "--":
@@ -56,11 +57,14 @@ def exec_(ctx: click.Context, timeout: float | None, name: str, command: tuple[s
     if not _surely_running(name):
         _running(name)
     stdin = None if sys.stdin is None or sys.stdin.isatty() else sys.stdin.buffer
-    status = channel.run(
-        paths.vm_files(name),
-        argv,
-        channel.ExecOptions(stdin, sys.stdout.buffer, sys.stderr.buffer, timeout),
-    )
+    try:
+        status = channel.run(
+            paths.vm_files(name),
+            argv,
+            channel.ExecOptions(stdin, sys.stdout.buffer, sys.stderr.buffer, timeout),
+        )
+    except wire.OutputClosed:
+        reader_gone()
     ctx.exit(status)
 
 

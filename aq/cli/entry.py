@@ -10,11 +10,13 @@ Both report errors through `failure`, so they print the same line and exit code.
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import os
 import signal
 import sys
 
-from aq.cli.report import debugging, failure, show
+from aq.cli.report import debugging, failure, reader_gone, show
 from aq.errors import EXEC_FAILURE
 
 # How long a run goes without cyclic garbage collection (see _collect_later).
@@ -75,11 +77,14 @@ def plain_exec(argv: list[str]) -> tuple[str, list[str]] | None:
 
 def _exec(name: str, command: list[str]) -> int:
     from aq import paths
-    from aq.guest import channel
+    from aq.guest import channel, wire
 
     stdin = None if sys.stdin is None or sys.stdin.isatty() else sys.stdin.buffer
     options = channel.ExecOptions(stdin, sys.stdout.buffer, sys.stderr.buffer)
-    return channel.run(paths.vm_files(name), command, options)
+    try:
+        return channel.run(paths.vm_files(name), command, options)
+    except wire.OutputClosed:
+        reader_gone()
 
 
 def fast_exec(argv: list[str]) -> int | None:
@@ -97,10 +102,22 @@ def fast_exec(argv: list[str]) -> int | None:
         return code
 
 
+def _leave(status: int) -> None:
+    """End a plain exec at once: flush stdout and stderr as Python's exit would, and
+    skip its teardown of every module (about 8 ms of a run, measured): nothing on this
+    path registers exit handlers or holds a file that is not already closed. Output the
+    reader no longer takes (a closed pipe) is dropped, and the status stays the
+    command's."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(status)
+
+
 def main() -> None:
     status = fast_exec(sys.argv[1:])  # few objects made: no collector pause needed
     if status is not None:
-        sys.exit(status)  # as click's ctx.exit ends: Python flushes stdout on the way
+        _leave(status)
     _collect_later()
     from aq.cli.main import cli
 

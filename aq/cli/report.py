@@ -24,6 +24,18 @@ def failure(err: BaseException, code: int | None = None) -> tuple[str, int]:
     return line, 1 if code is None else code
 
 
+def reader_gone() -> None:  # never returns (typing.NoReturn would cost an import)
+    """End as `cat` does when whoever reads its output goes away (`aq exec VM -- CMD |
+    head -1`): at once, silently, by SIGPIPE (which Python ignores, so it is taken back
+    here). The command channel closes with aq, and the guest's agent then stops the
+    command, as sshd does."""
+    import signal
+
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGPIPE)
+    os._exit(128 + signal.SIGPIPE)  # only if the signal did not end the process
+
+
 def debugging(flag: bool = False) -> bool:
     """--debug, or AQ_DEBUG set to anything but 0: tracebacks are shown."""
     return flag or os.environ.get("AQ_DEBUG", "") not in ("", "0")

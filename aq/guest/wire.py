@@ -72,6 +72,12 @@ class LineReader:
             yield line.decode(errors="replace").strip()
 
 
+class OutputClosed(Exception):
+    """Whoever reads the command's output on the host went away (a closed pipe, as in
+    `aq exec VM -- seq 1000000 | head -1`): the end of its reading, not a failure of
+    the channel."""
+
+
 class Stream:
     """A guest output stream: skip to this session's marker, then count bytes out."""
 
@@ -108,8 +114,11 @@ class Stream:
             self.synced = True
         if data:
             self.received += len(data)
-            self.sink.write(data)
-            self.sink.flush()
+            try:
+                self.sink.write(data)
+                self.sink.flush()
+            except BrokenPipeError:
+                raise OutputClosed from None
 
     @property
     def complete(self) -> bool:
