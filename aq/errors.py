@@ -20,6 +20,11 @@ from __future__ import annotations
 EXEC_FAILURE = 255
 
 
+class OutputClosed(Exception):
+    """Whoever reads aq's output went away (a closed pipe, as in `aq ls | head -1` or
+    `aq exec VM -- seq 1000000 | head -1`): the end of their reading, not a failure."""
+
+
 class AqError(Exception):
     """Root of aq's errors: a one-line message, a hint, and an exit code."""
 

@@ -6,13 +6,18 @@ times, pids) are set to fixed ones with plain SQL, so every character is checked
 
 from __future__ import annotations
 
+import os
+import signal
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from aq import host, paths
 from aq.units import format_size
+from tests.e2e import REPO
 
 AT = "2026-11-28 11:50:18.123456"
 
@@ -95,3 +100,22 @@ def test_error_is_one_line_with_its_hint(pinned) -> None:
     assert result.exit_code == 3
     assert result.stdout == ""
     assert result.stderr == "Error: no VM named 'nope'. Hint: `aq ls` lists your VMs\n"
+
+
+def test_a_reader_that_went_away_ends_aq_quietly(aq_home: Path) -> None:
+    # `aq ls | head -0`: stdout is a pipe nobody reads any more. aq ends as `cat` does
+    # there (by SIGPIPE, nothing on stderr), not with an "unexpected" error line.
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "aq", "ls"],
+            cwd=REPO,
+            env={**os.environ, "AQ_HOME": str(aq_home)},
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            timeout=60,
+        )
+    finally:
+        os.close(write_end)
+    assert (done.returncode, done.stderr) == (-signal.SIGPIPE, b"")

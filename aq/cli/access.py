@@ -9,9 +9,9 @@ import click
 
 from aq.cli import complete
 from aq.cli.entry import surely_running as _surely_running
-from aq.cli.output import FAILURE_CODE, note
+from aq.cli.output import FAILURE_CODE, echo, note
 from aq.cli.report import reader_gone
-from aq.errors import EXEC_FAILURE
+from aq.errors import EXEC_FAILURE, OutputClosed
 
 
 def _running(name: str):
@@ -47,7 +47,7 @@ def exec_(ctx: click.Context, timeout: float | None, name: str, command: tuple[s
     """
     ctx.meta[FAILURE_CODE] = EXEC_FAILURE
     from aq import paths
-    from aq.guest import channel, wire
+    from aq.guest import channel
 
     argv = list(command)
     if argv and argv[0] == "--":
@@ -63,7 +63,7 @@ def exec_(ctx: click.Context, timeout: float | None, name: str, command: tuple[s
             argv,
             channel.ExecOptions(stdin, sys.stdout.buffer, sys.stderr.buffer, timeout),
         )
-    except wire.OutputClosed:
+    except OutputClosed:
         reader_gone()
     ctx.exit(status)
 
@@ -116,7 +116,7 @@ def console(name: str | None, telnet_port: int | None) -> None:
     server = telnet.listen(telnet_port)
 
     def ready(port: int, token: str) -> None:
-        click.echo(f"telnet 127.0.0.1 {port}")
+        echo(f"telnet 127.0.0.1 {port}")
         note(f"serving the console of '{name}' on 127.0.0.1:{port} to you only; Ctrl-C to stop")
         note(f"if the client is asked for a token, type: {token}")
         sys.stdout.flush()
@@ -164,7 +164,7 @@ def ssh(ctx: click.Context, dry_run: bool, name: str, command: tuple[str, ...]) 
     port = ssh_port(found)
     argv = ssh_mod.command(name, port, key, files.known_hosts, remote)
     if dry_run:
-        click.echo(shlex.join(argv))
+        echo(shlex.join(argv))
         return
     sys.stdout.flush()
     os.execvp(argv[0], argv)

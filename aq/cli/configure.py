@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from aq.cli import complete
-from aq.cli.output import json_option, print_json, print_table
+from aq.cli.output import echo, json_option, print_json, print_table
 
 
 @click.group("config", invoke_without_command=True)
@@ -35,7 +35,7 @@ def get(key: str) -> None:
     """Print the effective value of one setting."""
     from aq import config
 
-    click.echo(config.get(key) or "")
+    echo(config.get(key) or "")
 
 
 @config_group.command("set")

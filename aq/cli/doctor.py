@@ -7,7 +7,7 @@ import shutil
 import click
 
 from aq import __version__
-from aq.cli.output import json_option, print_json
+from aq.cli.output import echo, json_option, print_json
 
 
 @click.command("doctor")
@@ -31,7 +31,7 @@ def doctor(as_json: bool) -> None:
         width = max(len(c.name) for c in results)
         for c in results:
             hint = f". Hint: {c.hint}" if c.hint and c.status != "ok" else ""
-            click.echo(f"{c.status:<4}  {c.name:<{width}}  {c.detail}{hint}")
+            echo(f"{c.status:<4}  {c.name:<{width}}  {c.detail}{hint}")
     if not ok:
         raise click.exceptions.Exit(1)
 
@@ -56,7 +56,7 @@ def version_text() -> str:
 def print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
     if not value or ctx.resilient_parsing:
         return
-    click.echo(version_text())
+    echo(version_text())
     ctx.exit(0)
 
 

@@ -17,7 +17,7 @@ import signal
 import sys
 
 from aq.cli.report import debugging, failure, reader_gone, show
-from aq.errors import EXEC_FAILURE
+from aq.errors import EXEC_FAILURE, OutputClosed
 
 # How long a run goes without cyclic garbage collection (see _collect_later).
 GC_PAUSE_S = 1.0
@@ -77,13 +77,13 @@ def plain_exec(argv: list[str]) -> tuple[str, list[str]] | None:
 
 def _exec(name: str, command: list[str]) -> int:
     from aq import paths
-    from aq.guest import channel, wire
+    from aq.guest import channel
 
     stdin = None if sys.stdin is None or sys.stdin.isatty() else sys.stdin.buffer
     options = channel.ExecOptions(stdin, sys.stdout.buffer, sys.stderr.buffer)
     try:
         return channel.run(paths.vm_files(name), command, options)
-    except wire.OutputClosed:
+    except OutputClosed:
         reader_gone()
 
 

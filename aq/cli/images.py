@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from aq.cli import complete
-from aq.cli.output import json_option, note, print_json, print_table
+from aq.cli.output import echo, json_option, note, print_json, print_table
 
 
 def _row_dict(row) -> dict:
@@ -128,7 +128,7 @@ def refresh(as_json: bool, allow_older: bool) -> None:
             }
         )
     else:
-        click.echo(f"latest Alpine for {info.arch}: {info.version} ({info.file})")
+        echo(f"latest Alpine for {info.arch}: {info.version} ({info.file})")
 
 
 @images.command("pull")
@@ -142,7 +142,7 @@ def pull(as_json: bool) -> None:
     if as_json:
         print_json({"id": base.id, "version": base.version, "path": base.path})
     else:
-        click.echo(base.path)
+        echo(base.path)
 
 
 COMMANDS = [images]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from aq import paths
-from aq.cli.output import json_option, print_json
+from aq.cli.output import echo, json_option, print_json
 
 
 @click.command("db")
@@ -22,7 +22,7 @@ def db(as_json: bool) -> None:
     if as_json:
         print_json({"database": str(paths.db_path()), "home": str(paths.home())})
     else:
-        click.echo(str(paths.db_path()))
+        echo(str(paths.db_path()))
 
 
 COMMANDS = [db]

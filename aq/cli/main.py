@@ -7,8 +7,8 @@ import sys
 import click
 
 from aq.cli.output import FAILURE_CODE
-from aq.cli.report import debugging, failure, show
-from aq.errors import AqError
+from aq.cli.report import debugging, failure, reader_gone, show
+from aq.errors import AqError, OutputClosed
 
 
 def _debugging(ctx: click.Context) -> bool:
@@ -30,6 +30,8 @@ class AqGroup(click.Group):
             return super().invoke(ctx)
         except (AqError, KeyboardInterrupt) as err:
             self._fail(ctx, *failure(err, ctx.meta.get(FAILURE_CODE)))
+        except OutputClosed:  # `aq ls | head -1`: the reader has what it wanted
+            reader_gone()
         except click.UsageError as err:
             self._fail(ctx, _usage_line(err), ctx.meta.get(FAILURE_CODE, err.exit_code))
         except (click.exceptions.Exit, click.ClickException, click.Abort):

@@ -9,6 +9,8 @@ from typing import Any
 
 import click
 
+from aq.errors import OutputClosed
+
 # Commands set ctx.meta[FAILURE_CODE] when their own exit status belongs to something
 # else (aq exec passes the guest's through), so aq's failures must use another code.
 FAILURE_CODE = "aq.failure_code"
@@ -24,8 +26,17 @@ def iso(when: datetime | None) -> str | None:
     return None if when is None else when.isoformat(timespec="microseconds") + "Z"
 
 
+def echo(message: str, err: bool = False) -> None:
+    """click.echo, with a reader that went away (`aq ls | head -1`) as OutputClosed,
+    which aq's group turns into a quiet end (aq.cli.report.reader_gone)."""
+    try:
+        click.echo(message, err=err)
+    except BrokenPipeError:
+        raise OutputClosed from None
+
+
 def print_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, sort_keys=False))
+    echo(json.dumps(data, indent=2, sort_keys=False))
 
 
 def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
@@ -34,9 +45,9 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     for row in cells:
         line = "  ".join(c.ljust(w) for c, w in zip(row[:-1], widths[:-1], strict=True))
-        click.echo(f"{line}  {row[-1]}".rstrip() if len(row) > 1 else row[0])
+        echo(f"{line}  {row[-1]}".rstrip() if len(row) > 1 else row[0])
 
 
 def note(message: str) -> None:
     """A message for people, on stderr, so stdout stays clean for scripts."""
-    click.echo(message, err=True)
+    echo(message, err=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from aq.cli import complete
-from aq.cli.output import iso, json_option, note, print_json, print_table
+from aq.cli.output import echo, iso, json_option, note, print_json, print_table
 from aq.cli.render import vm_dict
 from aq.units import format_size
 
@@ -112,14 +112,14 @@ def _print_tree(rows) -> None:
     def show(row, depth: int) -> None:
         memory = ", memory" if row.memory else ""
         users = f" <- {', '.join(row.used_by)}" if row.used_by else ""
-        click.echo(f"{'  ' * depth}{row.tag} ({format_size(row.size)}{memory}){users}")
+        echo(f"{'  ' * depth}{row.tag} ({format_size(row.size)}{memory}){users}")
         for child in rows:
             if child.parent_id == row.id:
                 show(child, depth + 1)
 
     roots = [r for r in rows if r.parent_id not in by_id]
     for parent in sorted({r.parent or "-" for r in roots}):
-        click.echo(parent)
+        echo(parent)
         for row in roots:
             if (row.parent or "-") == parent:
                 show(row, 1)

@@ -6,7 +6,7 @@ import click
 
 from aq import defaults
 from aq.cli import complete
-from aq.cli.output import iso, json_option, note, print_json, print_table
+from aq.cli.output import echo, iso, json_option, note, print_json, print_table
 from aq.cli.render import VM_HEADERS, forward_text, vm_dict, vm_row
 from aq.units import format_size
 
@@ -97,7 +97,7 @@ def new(name, cpus, memory, disk_size, ports, arch, tag, count, as_json) -> None
     if as_json:
         print_json(vm_dict(created))
     else:
-        click.echo(created.name)
+        echo(created.name)
 
 
 def _new_from(name, tag, count, cpus, memory, disk_size, ports, as_json) -> None:
@@ -118,7 +118,7 @@ def _new_from(name, tag, count, cpus, memory, disk_size, ports, as_json) -> None
         print_json([vm_dict(v) for v in made] if count is not None else vm_dict(made[0]))
     else:
         for created in made:
-            click.echo(created.name)
+            echo(created.name)
 
 
 @click.command("ls")
@@ -186,7 +186,7 @@ def status(name: str, as_json: bool) -> None:
     ]
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
-        click.echo(f"{key.ljust(width)}  {value}")
+        echo(f"{key.ljust(width)}  {value}")
 
 
 def _duration(seconds: float) -> str:

@@ -13,7 +13,7 @@ import shlex
 import socket
 from collections.abc import Iterator, Sequence
 
-from aq.errors import EXEC_FAILURE, AqError
+from aq.errors import EXEC_FAILURE, AqError, OutputClosed
 
 # What a command's bytes are read from or written to (stdin, stdout, stderr, a capture
 # buffer): not typing.BinaryIO, whose import `aq exec` would pay (aq.paths.VmFiles).
@@ -70,12 +70,6 @@ class LineReader:
             del self.buffer[: end + 1]
             self.scanned = 0
             yield line.decode(errors="replace").strip()
-
-
-class OutputClosed(Exception):
-    """Whoever reads the command's output on the host went away (a closed pipe, as in
-    `aq exec VM -- seq 1000000 | head -1`): the end of its reading, not a failure of
-    the channel."""
 
 
 class Stream:
