@@ -90,6 +90,8 @@ EXIT_CODES: dict[int, str] = {
     7: "a download failed its checksum or signature check",
     8: "the guest did not answer in time",
     124: "`aq exec --timeout`: the command was killed when its time ran out",
+    141: "killed by SIGPIPE, as `cat` is: whoever read aq's output went away "
+    "(`aq ls` into `head -1`); `aq exec` then stops the guest command",
     EXEC_FAILURE: "`aq exec` / `aq ssh`: aq itself failed (otherwise they exit with the "
     "guest command's own status); any command: the guest's agent could not start a command",
 }
