@@ -42,10 +42,8 @@ class ConsoleWatch:
     def __init__(self, files: paths.VmFiles, offset: int) -> None:
         self.files, self.position, self.seen = files, offset, b""
 
-    def saw(self, pattern: re.Pattern[bytes]) -> bool:
-        return self.found(pattern) is not None
-
-    def found(self, pattern: re.Pattern[bytes]) -> re.Match[bytes] | None:
+    def read_new(self) -> None:
+        """Take in what the console printed since the last call (at most SCAN_MAX)."""
         try:
             with self.files.console_log.open("rb") as log:
                 log.seek(self.position)
@@ -54,7 +52,12 @@ class ConsoleWatch:
             data = b""
         self.position += len(data)
         self.seen = (self.seen + data)[-SCAN_MAX:]
+
+    def found(self, pattern: re.Pattern[bytes]) -> re.Match[bytes] | None:
         return pattern.search(self.seen)
+
+    def saw(self, pattern: re.Pattern[bytes]) -> bool:
+        return self.found(pattern) is not None
 
 
 def wait(files: paths.VmFiles, ident: process.Identity, offset: int, timeout: float) -> None:
@@ -68,6 +71,7 @@ def wait(files: paths.VmFiles, ident: process.Identity, offset: int, timeout: fl
     while True:
         if not process.is_alive(ident, files.pidfile):
             raise BootFailed("QEMU exited during boot")
+        console.read_new()  # once per round; every pattern is searched in what it holds
         panic = console.found(PANIC)
         if panic is not None:
             why = for_terminal(panic.group(1).strip(), one_line=True) or "no reason given"
