@@ -62,8 +62,25 @@ def installed_aq() -> tuple[str, str]:
         venv.create(target, with_pip=True, clear=True)
         subprocess.run([python, "-m", "pip", "install", "-q", str(checkout)], check=True)
         subprocess.run([python, "-m", "compileall", "-q", target], check=True)
-        done.touch()
+    done.touch()  # its time says when it was last used
+    _drop_old_installs(home, KEEP_INSTALLS)
     return str(python), str(script)
+
+
+KEEP_INSTALLS = 4  # source states whose installs are kept (about 100 MB each)
+
+
+def _drop_old_installs(home, keep: int) -> None:
+    """All but the `keep` most recently used installs: one per source state adds up."""
+    import shutil
+
+    def last_used(folder) -> float:
+        marker = folder / ".complete"
+        return marker.stat().st_mtime if marker.exists() else 0.0
+
+    folders = sorted((f for f in home.iterdir() if f.is_dir()), key=last_used, reverse=True)
+    for folder in folders[keep:]:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def instructions(argv: Sequence[str], env: dict | None = None) -> int | None:
