@@ -79,6 +79,22 @@ class GuestTimeout(AqError):
     exit_code = 8
 
 
+class OutputFailed(AqError):
+    """Writing aq's output (or a guest command's) failed on the host: a full disk, say."""
+
+    def __init__(self, err: OSError) -> None:
+        super().__init__(
+            f"cannot write the output: {err.strerror or err}",
+            hint="check where stdout and stderr go (a full disk?)",
+        )
+
+
+def output_error(err: OSError) -> Exception:
+    """What a failed write to stdout or stderr means: its reader went away (a closed
+    pipe: OutputClosed, a quiet end) or it failed (OutputFailed, one line)."""
+    return OutputClosed() if isinstance(err, BrokenPipeError) else OutputFailed(err)
+
+
 EXIT_CODES: dict[int, str] = {
     0: "success",
     1: "an operation failed (QEMU, download, install); the message says which",

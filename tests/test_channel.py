@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from aq.errors import OutputClosed, OutputFailed
 from aq.guest import channel, wire
 from aq.paths import VmFiles, short_socket_path
 
@@ -257,17 +258,23 @@ def test_a_ping_the_agent_dropped_is_sent_again(aq_home: Path) -> None:
 
 
 def test_a_reader_gone_on_the_host_is_not_a_channel_failure(tmp_path: Path) -> None:
-    # `aq exec VM -- CMD | head -1`: the command's bytes cannot be written any more.
+    # `aq exec VM -- CMD | head -1`: the command's bytes cannot be written any more;
+    # `> /dev/full`: they cannot be written at all, which is one error line.
     class Closed(io.BytesIO):
         def write(self, data) -> int:  # type: ignore[override]
             raise BrokenPipeError(32, "Broken pipe")
 
-    guest, host = socket.socketpair()
-    with guest, host:
-        stream = wire.Stream(host, Closed(), b"AQ1\n")
-        guest.sendall(b"AQ1\nsome output\n")
-        with pytest.raises(wire.OutputClosed):
-            stream.on_readable()
+    class Full(io.BytesIO):
+        def write(self, data) -> int:  # type: ignore[override]
+            raise OSError(28, "No space left on device")
+
+    for sink, expected in ((Closed(), OutputClosed), (Full(), OutputFailed)):
+        guest, host = socket.socketpair()
+        with guest, host:
+            stream = wire.Stream(host, sink, b"AQ1\n")
+            guest.sendall(b"AQ1\nsome output\n")
+            with pytest.raises(expected):
+                stream.on_readable()
     # The CLI then ends as `cat` would: by SIGPIPE, with nothing on stderr.
     ended = subprocess.run(
         [sys.executable, "-c", "from aq.cli.report import reader_gone; reader_gone()"],

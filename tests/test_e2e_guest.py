@@ -206,7 +206,7 @@ def test_ctrl_c_stops_the_guest_command(installed, shared_vm) -> None:
     assert left.stdout.strip() == ""
 
 
-def test_a_reader_that_goes_away_ends_aq_as_it_ends_cat(installed, shared_vm, tmp_path) -> None:
+def test_output_a_reader_leaves_or_a_disk_refuses(installed, shared_vm, tmp_path) -> None:
     # `aq exec VM -- CMD | head -1`: aq ends by SIGPIPE with nothing on stderr, as
     # `cat` would, and the guest's command is stopped rather than left writing.
     with (tmp_path / "err").open("w+") as err:
@@ -222,6 +222,14 @@ def test_a_reader_that_goes_away_ends_aq_as_it_ends_cat(installed, shared_vm, tm
     while installed.aq("exec", shared_vm, "--", "pgrep", "-x", "yes", check=False).stdout:
         assert time.monotonic() < deadline, "the guest's command kept running"
         time.sleep(0.5)
+    # Output that cannot be written at all (a full disk) is aq's one error line.
+    with open("/dev/full", "wb") as full:
+        proc = installed.popen(
+            "exec", shared_vm, "--", "echo", "hi", stdout=full, stderr=subprocess.PIPE
+        )
+        _, err_text = proc.communicate(timeout=60)
+    assert proc.returncode == 255
+    assert err_text.decode().startswith("Error: cannot write the output: No space left on device.")
 
 
 def test_timeout_bounds_a_hanging_command(installed, shared_vm) -> None:

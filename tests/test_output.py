@@ -119,3 +119,21 @@ def test_a_reader_that_went_away_ends_aq_quietly(aq_home: Path) -> None:
     finally:
         os.close(write_end)
     assert (done.returncode, done.stderr) == (-signal.SIGPIPE, b"")
+
+
+def test_output_that_cannot_be_written_is_one_error_line(aq_home: Path) -> None:
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(
+            [sys.executable, "-m", "aq", "ls"],
+            cwd=REPO,
+            env={**os.environ, "AQ_HOME": str(aq_home)},
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 1
+    assert done.stderr == (
+        "Error: cannot write the output: No space left on device. "
+        "Hint: check where stdout and stderr go (a full disk?)\n"
+    )

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from aq.errors import OutputClosed
+from aq.errors import output_error
 
 # Commands set ctx.meta[FAILURE_CODE] when their own exit status belongs to something
 # else (aq exec passes the guest's through), so aq's failures must use another code.
@@ -27,12 +27,13 @@ def iso(when: datetime | None) -> str | None:
 
 
 def echo(message: str, err: bool = False) -> None:
-    """click.echo, with a reader that went away (`aq ls | head -1`) as OutputClosed,
-    which aq's group turns into a quiet end (aq.cli.report.reader_gone)."""
+    """click.echo, whose failure is aq.errors.output_error's: a reader that went away
+    (`aq ls | head -1`) ends aq quietly (aq.cli.report.reader_gone), any other is one
+    error line."""
     try:
         click.echo(message, err=err)
-    except BrokenPipeError:
-        raise OutputClosed from None
+    except OSError as failed:
+        raise output_error(failed) from None
 
 
 def print_json(data: Any) -> None:

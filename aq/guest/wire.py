@@ -13,7 +13,7 @@ import shlex
 import socket
 from collections.abc import Iterator, Sequence
 
-from aq.errors import EXEC_FAILURE, AqError, OutputClosed
+from aq.errors import EXEC_FAILURE, AqError, output_error
 
 # What a command's bytes are read from or written to (stdin, stdout, stderr, a capture
 # buffer): not typing.BinaryIO, whose import `aq exec` would pay (aq.paths.VmFiles).
@@ -111,8 +111,8 @@ class Stream:
             try:
                 self.sink.write(data)
                 self.sink.flush()
-            except BrokenPipeError:
-                raise OutputClosed from None
+            except OSError as err:
+                raise output_error(err) from None
 
     @property
     def complete(self) -> bool:
