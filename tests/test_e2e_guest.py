@@ -259,6 +259,16 @@ def test_the_running_vms_sockets_and_logs_are_owner_only(installed, shared_vm) -
     assert stat.S_IMODE(folder.stat().st_mode) == 0o700
 
 
+def test_cp_never_replaces_a_fifo_or_device_with_the_copy(installed, shared_vm, tmp_path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    done = installed.aq("cp", f"{shared_vm}:/etc/hostname", str(fifo), check=False)
+    assert done.returncode == 2
+    assert "is a device, FIFO or socket" in done.stderr
+    assert stat.S_ISFIFO(fifo.lstat().st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo"]
+
+
 def test_cp_round_trips_a_tree_with_modes(installed, shared_vm, tmp_path) -> None:
     src = tmp_path / "tree"
     (src / "sub" / "deeper").mkdir(parents=True)

@@ -223,3 +223,26 @@ def test_a_nul_in_a_link_target_is_refused(scene, tmp_path, monkeypatch):
         _copy(tmp_path, dest)
     assert snapshot() == before
     assert list(dest.iterdir()) == []
+
+
+def test_a_fifo_or_device_as_destination_is_refused_and_kept(tmp_path, monkeypatch):
+    # aq places a copy by renaming it over the destination: over /dev/null that would
+    # remove the device. Refused before the guest is asked anything.
+    from aq.errors import InvalidInput
+
+    asked = []
+    monkeypatch.setattr(copy, "_guest_kind", lambda files, source: asked.append(source))
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for dest in (fifo, Path("/dev/null")):
+        before = dest.lstat()
+        with pytest.raises(InvalidInput, match="is a device, FIFO or socket"):
+            _copy(tmp_path, dest, source="/etc/hostname", recursive=False)
+        after = dest.lstat()
+        assert (after.st_mode, after.st_ino, after.st_rdev) == (
+            before.st_mode,
+            before.st_ino,
+            before.st_rdev,
+        )
+    assert asked == []
+    assert [p.name for p in tmp_path.iterdir()] == ["fifo"]  # no work folder left

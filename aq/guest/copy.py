@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import posixpath
 import shutil
+import stat
 import tarfile
 import tempfile
 import threading
@@ -114,6 +115,21 @@ def _plain_name(name: str) -> bool:
     return name not in ("", ".", "..") and "/" not in name
 
 
+def _refuse_special(target: Path) -> None:
+    """A device, FIFO or socket is no place for a copy. cp would write into it, but aq
+    places what it copied by renaming it over the destination (whole or not at all),
+    which would replace the node itself: `aq cp VM:/x /dev/null` would remove /dev/null."""
+    try:
+        mode = target.lstat().st_mode
+    except FileNotFoundError:
+        return
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode) or stat.S_ISLNK(mode)):
+        raise InvalidInput(
+            f"{target} is a device, FIFO or socket, not a file or folder",
+            hint=f"name a file, or write into it: aq exec NAME -- cat PATH > {target}",
+        )
+
+
 def from_guest(files: VmFiles, source: str, dest: Path, recursive: bool) -> None:
     """Copy `source` in the guest to host `dest` (into it, if it is a directory).
 
@@ -126,6 +142,10 @@ def from_guest(files: VmFiles, source: str, dest: Path, recursive: bool) -> None
         raise InvalidInput(
             f"{source!r} names no file or folder by name", hint="write VM:/path/to/folder"
         )
+    target = dest / wanted if dest.is_dir() else dest
+    if not target.parent.is_dir():
+        raise NotFound(f"{target.parent} is not a folder", hint="create it first")
+    _refuse_special(target)
     kind, real = _guest_kind(files, source)
     if kind == "d" and not recursive:
         raise InvalidInput(f"{source} is a directory in the VM", hint="use aq cp -r")
@@ -137,9 +157,6 @@ def from_guest(files: VmFiles, source: str, dest: Path, recursive: bool) -> None
             f"the VM answered {for_terminal(real, one_line=True)} for {source}",
             hint="the VM's answer makes no sense; nothing was copied",
         )
-    target = dest / wanted if dest.is_dir() else dest
-    if not target.parent.is_dir():
-        raise NotFound(f"{target.parent} is not a folder", hint="create it first")
     work = Path(tempfile.mkdtemp(prefix=".aq-cp-", dir=target.parent))
     try:
         with tempfile.TemporaryFile() as archive, tempfile.TemporaryFile() as err:
