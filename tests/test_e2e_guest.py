@@ -259,13 +259,20 @@ def test_the_running_vms_sockets_and_logs_are_owner_only(installed, shared_vm) -
     assert stat.S_IMODE(folder.stat().st_mode) == 0o700
 
 
-def test_cp_never_replaces_a_fifo_or_device_with_the_copy(installed, shared_vm, tmp_path) -> None:
+def test_cp_copies_files_and_folders_never_a_fifo_or_device(installed, shared_vm, tmp_path) -> None:
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
     done = installed.aq("cp", f"{shared_vm}:/etc/hostname", str(fifo), check=False)
     assert done.returncode == 2
     assert "is a device, FIFO or socket" in done.stderr
     assert stat.S_ISFIFO(fifo.lstat().st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo"]
+    # Nor copies a node instead of content, either way.
+    done = installed.aq("cp", f"{shared_vm}:/dev/null", str(tmp_path / "x"), check=False)
+    assert done.returncode == 2 and "is a device, FIFO or socket in the VM" in done.stderr
+    done = installed.aq("cp", str(fifo), f"{shared_vm}:/tmp/aq-fifo", check=False)
+    assert done.returncode == 2 and "is a device, FIFO or socket" in done.stderr
+    assert installed.sh(shared_vm, "[ -e /tmp/aq-fifo ]", check=False).returncode == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo"]
 
 

@@ -246,3 +246,17 @@ def test_a_fifo_or_device_as_destination_is_refused_and_kept(tmp_path, monkeypat
         )
     assert asked == []
     assert [p.name for p in tmp_path.iterdir()] == ["fifo"]  # no work folder left
+
+
+def test_a_special_source_is_refused_with_a_way_to_stream_it(tmp_path, monkeypatch):
+    # cp reads a device or FIFO; tar would copy the node itself (a /dev/zero in the VM).
+    from aq.errors import InvalidInput
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(InvalidInput, match="is a device, FIFO or socket, not a file"):
+        copy.to_guest(VmFiles(tmp_path / "vm"), fifo, "/tmp/x", recursive=True)
+    monkeypatch.setattr(copy, "_guest_kind", lambda files, source: ("s", "/dev/null"))
+    with pytest.raises(InvalidInput, match="is a device, FIFO or socket in the VM"):
+        _copy(tmp_path, tmp_path / "out", source="/dev/null", recursive=False)
+    assert not (tmp_path / "out").exists()

@@ -57,6 +57,11 @@ def to_guest(files: VmFiles, source: Path, dest: str, recursive: bool) -> None:
         raise NotFound(f"{source} does not exist", hint="check the path on this machine")
     if source.is_dir() and not recursive:
         raise InvalidInput(f"{source} is a directory", hint="use aq cp -r")
+    if not (source.is_dir() or source.is_file()):  # cp would read it; tar copies the node
+        raise InvalidInput(
+            f"{source} is a device, FIFO or socket, not a file or folder",
+            hint=f"stream it: aq exec NAME -- sh -c 'cat > PATH' < {source}",
+        )
     status, _ = _guest(files, ["test", "-d", dest])
     if status == 0:
         folder, name = dest, source.name
@@ -91,9 +96,11 @@ def to_guest(files: VmFiles, source: Path, dest: str, recursive: bool) -> None:
 
 
 def _guest_kind(files: VmFiles, source: str) -> tuple[str, str]:
-    """("d" or "f", the resolved path) of `source` in the guest, in one round trip."""
+    """("d", "f" or "s": a folder, a file or something else, such as a device; and the
+    resolved path) of `source` in the guest, in one round trip."""
     probe = (
-        'p=$(readlink -f -- "$1") && [ -e "$p" ] || exit 3; [ -d "$p" ] && k=d || k=f; echo "$k $p"'
+        'p=$(readlink -f -- "$1") && [ -e "$p" ] || exit 3; '
+        '[ -d "$p" ] && k=d || { [ -f "$p" ] && k=f || k=s; }; echo "$k $p"'
     )
     status, out, _ = channel.capture(files, ["sh", "-c", probe, "sh", source], timeout=120)
     if status != 0:
@@ -147,6 +154,11 @@ def from_guest(files: VmFiles, source: str, dest: Path, recursive: bool) -> None
         raise NotFound(f"{target.parent} is not a folder", hint="create it first")
     _refuse_special(target)
     kind, real = _guest_kind(files, source)
+    if kind == "s":
+        raise InvalidInput(
+            f"{source} is a device, FIFO or socket in the VM, not a file or folder",
+            hint=f"stream it: aq exec NAME -- cat {source} > FILE",
+        )
     if kind == "d" and not recursive:
         raise InvalidInput(f"{source} is a directory in the VM", hint="use aq cp -r")
     # A symlink named as the source is followed (as cp and scp do); links inside a
