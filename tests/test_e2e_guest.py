@@ -495,7 +495,7 @@ def test_cp_from_a_guest_whose_tar_is_hostile_changes_nothing(
     assert os.listdir(dest) == []
 
 
-def test_exec_fails_fast_when_the_guest_cannot_start_a_command(installed) -> None:
+def test_exec_fails_fast_when_the_guest_cannot_start_a_command(installed, tmp_path) -> None:
     """Read-only tmpfs over /tmp, /run and /dev/shm: the agent has no work folder.
 
     This runs on a VM of its own, not the shared one: after the mounts are undone, the
@@ -523,8 +523,10 @@ def test_exec_fails_fast_when_the_guest_cannot_start_a_command(installed) -> Non
         assert "could not start the command" in result.stderr, result.stderr
         assert "/tmp" in result.stderr and result.stderr.count("\n") == 1
         assert elapsed < 15, elapsed
-        copied = installed.aq("cp", f"{name}:/etc/hostname", "/nonexistent-aq-dir/x", check=False)
+        # A destination that is fine on this side: the copy then asks the guest.
+        copied = installed.aq("cp", f"{name}:/etc/hostname", str(tmp_path / "x"), check=False)
         assert copied.returncode == 255 and "could not start" in copied.stderr, copied
+        assert not (tmp_path / "x").exists()
     finally:
         installed.aq("stop", name, "--force", check=False)
         installed.aq("rm", name, check=False)
