@@ -141,6 +141,14 @@ control() {
 	# to the command's stdin (this process's stdout), signals to its process group.
 	mypid
 	echo "$me" >feeder
+	# Every pid a session may need, now, while the slot is idle: the launcher writes
+	# its pid and the pumps theirs as they start, and the command may delete this
+	# folder later.
+	wanted pid
+	pgid=$got
+	wanted pumps
+	o=$got
+	e=$got2
 	while :; do
 		echo ready >&3 # blocks until a host connects
 		while read -r kind arg <&3; do
@@ -182,13 +190,6 @@ control() {
 					exit 1
 				fi
 				printf '%s\n' "$cmd"
-				# Every pid the session may need, now: the command may delete this
-				# folder. The launcher wrote its pid before it reads the command line.
-				wanted pid
-				pgid=$got
-				wanted pumps
-				o=$got
-				e=$got2
 				feed
 				exit 0
 				;;
