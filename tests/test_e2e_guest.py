@@ -273,6 +273,12 @@ def test_cp_copies_files_and_folders_never_a_fifo_or_device(installed, shared_vm
     done = installed.aq("cp", str(fifo), f"{shared_vm}:/tmp/aq-fifo", check=False)
     assert done.returncode == 2 and "is a device, FIFO or socket" in done.stderr
     assert installed.sh(shared_vm, "[ -e /tmp/aq-fifo ]", check=False).returncode == 1
+    (tmp_path / "null").write_text("hi\n")
+    for dest in ("/dev", "/dev/null"):
+        done = installed.aq("cp", str(tmp_path / "null"), f"{shared_vm}:{dest}", check=False)
+        assert done.returncode == 2 and "/dev/null in the VM is a device" in done.stderr
+    assert installed.sh(shared_vm, "[ -c /dev/null ]", check=False).returncode == 0
+    (tmp_path / "null").unlink()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo"]
 
 

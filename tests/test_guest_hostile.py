@@ -260,3 +260,19 @@ def test_a_special_source_is_refused_with_a_way_to_stream_it(tmp_path, monkeypat
     with pytest.raises(InvalidInput, match="is a device, FIFO or socket in the VM"):
         _copy(tmp_path, tmp_path / "out", source="/dev/null", recursive=False)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_device_in_the_vm_is_never_replaced_by_a_copy(tmp_path, monkeypatch):
+    # `aq cp x VM:/dev/null`: tar in the guest would replace the node with the file.
+    from aq.errors import AqError, InvalidInput
+
+    source = tmp_path / "null"
+    source.write_text("hi\n")
+    ran = []
+    monkeypatch.setattr(channel, "run", lambda *a, **k: ran.append(a))
+    for answer, refused in (("-s", InvalidInput), ("ds", InvalidInput), ("d\x1b[2J", AqError)):
+        monkeypatch.setattr(copy, "_guest", lambda files, argv, stdin=None, a=answer: (0, a))
+        with pytest.raises(refused) as caught:
+            copy.to_guest(VmFiles(tmp_path / "vm"), source, "/dev", recursive=False)
+        assert type(caught.value) is refused and "\x1b" not in str(caught.value)
+    assert ran == []  # nothing was sent to be unpacked

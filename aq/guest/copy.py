@@ -62,11 +62,17 @@ def to_guest(files: VmFiles, source: Path, dest: str, recursive: bool) -> None:
             f"{source} is a device, FIFO or socket, not a file or folder",
             hint=f"stream it: aq exec NAME -- sh -c 'cat > PATH' < {source}",
         )
-    status, _ = _guest(files, ["test", "-d", dest])
-    if status == 0:
+    into_folder, special = _guest_dest(files, dest, source.name)
+    if into_folder:
         folder, name = dest, source.name
     else:
         folder, name = posixpath.dirname(dest) or ".", posixpath.basename(dest.rstrip("/"))
+    if special:  # tar would replace the node: `aq cp x VM:/dev/null` would remove it
+        raise InvalidInput(
+            f"{posixpath.join(folder, name)} in the VM is a device, FIFO or socket, "
+            "not a file or folder",
+            hint=f"name a file, or write into it: aq exec NAME -- sh -c 'cat > PATH' < {source}",
+        )
     read_fd, write_fd = os.pipe()
 
     def pack() -> None:
@@ -93,6 +99,23 @@ def to_guest(files: VmFiles, source: Path, dest: str, recursive: bool) -> None:
     packer.join()
     if status != 0:
         raise AqError(f"copying into the VM failed: {message or f'tar exit status {status}'}")
+
+
+def _guest_dest(files: VmFiles, dest: str, name: str) -> tuple[bool, bool]:
+    """Whether `dest` is a folder in the guest (the copy then goes into it, as `name`),
+    and whether the path the copy would take is a device, FIFO or socket there."""
+    probe = (
+        'if [ -d "$1" ]; then t="$1/$2"; k=d; else t=$1; k=-; fi; '
+        'if [ -e "$t" ] && [ ! -d "$t" ] && [ ! -f "$t" ]; then k="${k}s"; fi; echo "$k"'
+    )
+    status, answer = _guest(files, ["sh", "-c", probe, "sh", dest, name])
+    if status != 0 or answer not in ("d", "-", "ds", "-s"):
+        raise AqError(
+            f"the VM's answer about {dest} makes no sense: "
+            f"{for_terminal(answer[:200], one_line=True)}",
+            hint="nothing was copied; see `aq console NAME`",
+        )
+    return answer.startswith("d"), answer.endswith("s")
 
 
 def _guest_kind(files: VmFiles, source: str) -> tuple[str, str]:
