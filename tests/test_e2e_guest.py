@@ -8,6 +8,7 @@ import os
 import pty
 import select
 import shlex
+import shutil
 import signal
 import socket
 import stat
@@ -279,6 +280,14 @@ def test_cp_copies_files_and_folders_never_a_fifo_or_device(installed, shared_vm
         assert done.returncode == 2 and "/dev/null in the VM is a device" in done.stderr
     assert installed.sh(shared_vm, "[ -c /dev/null ]", check=False).returncode == 0
     (tmp_path / "null").unlink()
+    # Merging a folder into one that holds a FIFO where a file would land: refused whole.
+    (tmp_path / "merge" / "apk").mkdir(parents=True)
+    os.mkfifo(tmp_path / "merge" / "apk" / "world")
+    done = installed.aq("cp", "-r", f"{shared_vm}:/etc/apk", str(tmp_path / "merge"), check=False)
+    assert done.returncode == 1 and "FIFO or socket, which the copy" in done.stderr
+    assert [p.name for p in (tmp_path / "merge" / "apk").iterdir()] == ["world"]
+    assert stat.S_ISFIFO((tmp_path / "merge" / "apk" / "world").lstat().st_mode)
+    shutil.rmtree(tmp_path / "merge")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo"]
 
 

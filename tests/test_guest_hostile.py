@@ -276,3 +276,23 @@ def test_a_device_in_the_vm_is_never_replaced_by_a_copy(tmp_path, monkeypatch):
             copy.to_guest(VmFiles(tmp_path / "vm"), source, "/dev", recursive=False)
         assert type(caught.value) is refused and "\x1b" not in str(caught.value)
     assert ran == []  # nothing was sent to be unpacked
+
+
+def test_merging_never_replaces_a_device_or_fifo_in_dest(tmp_path, monkeypatch):
+    from aq.errors import AqError
+
+    dest = tmp_path / "dest"
+    (dest / "x").mkdir(parents=True)
+    os.mkfifo(dest / "x" / "f")
+    (dest / "x" / "kept").write_text("mine\n")
+    archive = _archive(
+        _member("x", tarfile.DIRTYPE),
+        _member("x/new", data=b"new\n"),
+        _member("x/f", data=b"over the fifo\n"),
+    )
+    _guest_sends(monkeypatch, archive)
+    with pytest.raises(AqError, match="is a device, FIFO or socket, which the copy"):
+        _copy(tmp_path, dest)
+    assert stat.S_ISFIFO((dest / "x" / "f").lstat().st_mode)
+    assert sorted(p.name for p in (dest / "x").iterdir()) == ["f", "kept"]  # nothing moved
+    assert [p.name for p in tmp_path.iterdir()] == ["dest"]  # no work folder left

@@ -220,12 +220,21 @@ def unpack(archive: BinaryIO, root: Path, top: str) -> str:
 
 
 def _conflicts(source: int, dest: int, where: str) -> None:
-    """Refuse before moving anything if a folder would land on a non-folder."""
+    """Refuse before moving anything if a folder would land on a non-folder, or
+    anything on a device, FIFO or socket."""
     for entry in list(os.scandir(source)):
         try:
             there = os.stat(entry.name, dir_fd=dest, follow_symlinks=False)
         except FileNotFoundError:
             continue
+        mode = there.st_mode
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode) or stat.S_ISLNK(mode)):
+            # A rename would replace the node itself (merging into /dev: /dev/null).
+            raise AqError(
+                f"{where}/{for_terminal(entry.name, one_line=True)} exists and is a device, "
+                "FIFO or socket, which the copy would replace",
+                hint="copy to a new folder",
+            )
         is_dir = entry.is_dir(follow_symlinks=False)
         if is_dir != stat.S_ISDIR(there.st_mode):
             what = "a folder" if is_dir else "not a folder"
@@ -265,7 +274,8 @@ def _move(source: int, dest: int, where: str) -> None:
 
 def merge(source: Path, dest: Path) -> None:
     """Move the folder `source`'s contents into the existing folder `dest`, never
-    following a symbolic link in `dest`; refuse (moving nothing) on a folder/file clash."""
+    following a symbolic link in `dest`; refuse (moving nothing) on a folder/file clash
+    or on a device, FIFO or socket in the way."""
     source_fd = os.open(source, _DIR_FLAGS)
     dest_fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
