@@ -82,17 +82,18 @@ class GuestTimeout(AqError):
 class OutputFailed(AqError):
     """Writing aq's output (or a guest command's) failed on the host: a full disk, say."""
 
-    def __init__(self, err: OSError) -> None:
-        super().__init__(
-            f"cannot write the output: {err.strerror or err}",
-            hint="check where stdout and stderr go (a full disk?)",
-        )
+    def __init__(
+        self, why: str, hint: str = "check where stdout and stderr go (a full disk?)"
+    ) -> None:
+        super().__init__(f"cannot write the output: {why}", hint=hint)
 
 
 def output_error(err: OSError) -> Exception:
     """What a failed write to stdout or stderr means: its reader went away (a closed
     pipe: OutputClosed, a quiet end) or it failed (OutputFailed, one line)."""
-    return OutputClosed() if isinstance(err, BrokenPipeError) else OutputFailed(err)
+    if isinstance(err, BrokenPipeError):
+        return OutputClosed()
+    return OutputFailed(err.strerror or str(err))
 
 
 EXIT_CODES: dict[int, str] = {

@@ -231,6 +231,17 @@ def test_output_a_reader_leaves_or_a_disk_refuses(installed, shared_vm, tmp_path
         _, err_text = proc.communicate(timeout=60)
     assert proc.returncode == 255
     assert err_text.decode().startswith("Error: cannot write the output: No space left on device.")
+    # Nor be given at all (`>&-`).
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "aq", "exec", shared_vm, "--", "echo", "hi"],
+        env=installed.full_env(),
+        cwd=REPO,
+        stderr=subprocess.PIPE,
+        preexec_fn=lambda: os.close(1),
+    )
+    _, err_text = proc.communicate(timeout=60)
+    assert proc.returncode == 255
+    assert err_text.decode().startswith("Error: cannot write the output: stdout is closed.")
 
 
 def test_timeout_bounds_a_hanging_command(installed, shared_vm) -> None:

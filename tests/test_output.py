@@ -137,3 +137,26 @@ def test_output_that_cannot_be_written_is_one_error_line(aq_home: Path) -> None:
         "Error: cannot write the output: No space left on device. "
         "Hint: check where stdout and stderr go (a full disk?)\n"
     )
+
+
+def test_a_closed_stdout_is_one_error_line_for_exec(monkeypatch) -> None:
+    # `aq exec VM -- CMD >&-`: Python leaves sys.stdout None; aq says so, as cat would.
+    from aq.cli.report import binary_stdio
+    from aq.errors import OutputFailed
+
+    monkeypatch.setattr(sys, "stdout", None)
+    with pytest.raises(OutputFailed, match="stdout is closed"):
+        binary_stdio()
+    # ...and a plain exec's quick exit does not trip over the missing stream.
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; sys.stdout = None\nfrom aq.cli import entry\nentry._leave(3)",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (done.returncode, done.stderr) == (3, "")

@@ -10,7 +10,7 @@ import click
 from aq.cli import complete
 from aq.cli.entry import surely_running as _surely_running
 from aq.cli.output import FAILURE_CODE, echo, note
-from aq.cli.report import reader_gone
+from aq.cli.report import binary_stdio, reader_gone
 from aq.errors import EXEC_FAILURE, OutputClosed
 
 
@@ -61,7 +61,7 @@ def exec_(ctx: click.Context, timeout: float | None, name: str, command: tuple[s
         status = channel.run(
             paths.vm_files(name),
             argv,
-            channel.ExecOptions(stdin, sys.stdout.buffer, sys.stderr.buffer, timeout),
+            channel.ExecOptions(stdin, *binary_stdio(), timeout),
         )
     except OutputClosed:
         reader_gone()

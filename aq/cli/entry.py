@@ -16,7 +16,7 @@ import os
 import signal
 import sys
 
-from aq.cli.report import debugging, failure, reader_gone, show
+from aq.cli.report import binary_stdio, debugging, failure, reader_gone, show
 from aq.errors import EXEC_FAILURE, OutputClosed
 
 # How long a run goes without cyclic garbage collection (see _collect_later).
@@ -80,7 +80,7 @@ def _exec(name: str, command: list[str]) -> int:
     from aq.guest import channel
 
     stdin = None if sys.stdin is None or sys.stdin.isatty() else sys.stdin.buffer
-    options = channel.ExecOptions(stdin, sys.stdout.buffer, sys.stderr.buffer)
+    options = channel.ExecOptions(stdin, *binary_stdio())
     try:
         return channel.run(paths.vm_files(name), command, options)
     except OutputClosed:
@@ -109,8 +109,9 @@ def _leave(status: int) -> None:
     reader no longer takes (a closed pipe) is dropped, and the status stays the
     command's."""
     for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(OSError, ValueError):
-            stream.flush()
+        if stream is not None:  # None: closed when aq started (>&-)
+            with contextlib.suppress(OSError, ValueError):
+                stream.flush()
     os._exit(status)
 
 

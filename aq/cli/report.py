@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 
-from aq.errors import AqError
+from aq.errors import AqError, OutputFailed
 
 
 def failure(err: BaseException, code: int | None = None) -> tuple[str, int]:
@@ -34,6 +34,15 @@ def reader_gone() -> None:  # never returns (typing.NoReturn would cost an impor
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     os.kill(os.getpid(), signal.SIGPIPE)
     os._exit(128 + signal.SIGPIPE)  # only if the signal did not end the process
+
+
+def binary_stdio() -> tuple:
+    """stdout's and stderr's byte streams, for a guest command's output; a closed one
+    (`aq exec VM -- CMD >&-`) is aq's one-line failure, as cat's write error is."""
+    for name in ("stdout", "stderr"):
+        if getattr(sys, name) is None:
+            raise OutputFailed(f"{name} is closed", hint="redirect it, to /dev/null to drop it")
+    return sys.stdout.buffer, sys.stderr.buffer
 
 
 def debugging(flag: bool = False) -> bool:
