@@ -102,36 +102,34 @@ def test_error_is_one_line_with_its_hint(pinned) -> None:
     assert result.stderr == "Error: no VM named 'nope'. Hint: `aq ls` lists your VMs\n"
 
 
+def _ls_into(stdout, aq_home: Path) -> subprocess.CompletedProcess:
+    """`aq ls` as a user runs it, its stdout given (stderr captured as text)."""
+    return subprocess.run(
+        [sys.executable, "-m", "aq", "ls"],
+        cwd=REPO,
+        env={**os.environ, "AQ_HOME": str(aq_home)},
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=60,
+    )
+
+
 def test_a_reader_that_went_away_ends_aq_quietly(aq_home: Path) -> None:
     # `aq ls | head -0`: stdout is a pipe nobody reads any more. aq ends as `cat` does
     # there (by SIGPIPE, nothing on stderr), not with an "unexpected" error line.
     read_end, write_end = os.pipe()
     os.close(read_end)
     try:
-        done = subprocess.run(
-            [sys.executable, "-m", "aq", "ls"],
-            cwd=REPO,
-            env={**os.environ, "AQ_HOME": str(aq_home)},
-            stdout=write_end,
-            stderr=subprocess.PIPE,
-            timeout=60,
-        )
+        done = _ls_into(write_end, aq_home)
     finally:
         os.close(write_end)
-    assert (done.returncode, done.stderr) == (-signal.SIGPIPE, b"")
+    assert (done.returncode, done.stderr) == (-signal.SIGPIPE, "")
 
 
 def test_output_that_cannot_be_written_is_one_error_line(aq_home: Path) -> None:
     with open("/dev/full", "w") as full:
-        done = subprocess.run(
-            [sys.executable, "-m", "aq", "ls"],
-            cwd=REPO,
-            env={**os.environ, "AQ_HOME": str(aq_home)},
-            stdout=full,
-            stderr=subprocess.PIPE,
-            text=True,
-            timeout=60,
-        )
+        done = _ls_into(full, aq_home)
     assert done.returncode == 1
     assert done.stderr == (
         "Error: cannot write the output: No space left on device. "

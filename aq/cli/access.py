@@ -8,10 +8,10 @@ import sys
 import click
 
 from aq.cli import complete
+from aq.cli.entry import run_exec
 from aq.cli.entry import surely_running as _surely_running
 from aq.cli.output import FAILURE_CODE, echo, note
-from aq.cli.report import binary_stdio, reader_gone
-from aq.errors import EXEC_FAILURE, OutputClosed
+from aq.errors import EXEC_FAILURE
 
 
 def _running(name: str):
@@ -46,9 +46,6 @@ def exec_(ctx: click.Context, timeout: float | None, name: str, command: tuple[s
     tar c . | aq exec guest-1 -- tar x -C /srv
     """
     ctx.meta[FAILURE_CODE] = EXEC_FAILURE
-    from aq import paths
-    from aq.guest import channel
-
     argv = list(command)
     if argv and argv[0] == "--":
         argv = argv[1:]
@@ -56,16 +53,7 @@ def exec_(ctx: click.Context, timeout: float | None, name: str, command: tuple[s
         raise click.UsageError("no command given; write aq exec NAME -- CMD [ARGS...]")
     if not _surely_running(name):
         _running(name)
-    stdin = None if sys.stdin is None or sys.stdin.isatty() else sys.stdin.buffer
-    try:
-        status = channel.run(
-            paths.vm_files(name),
-            argv,
-            channel.ExecOptions(stdin, *binary_stdio(), timeout),
-        )
-    except OutputClosed:
-        reader_gone()
-    ctx.exit(status)
+    ctx.exit(run_exec(name, argv, timeout))
 
 
 def _only_running_vm() -> str:

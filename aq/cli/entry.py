@@ -75,12 +75,14 @@ def plain_exec(argv: list[str]) -> tuple[str, list[str]] | None:
     return name, argv[3:]
 
 
-def _exec(name: str, command: list[str]) -> int:
+def run_exec(name: str, command: list[str], timeout: float | None = None) -> int:
+    """Run `command` in VM `name` with this process's stdin (unless a terminal), stdout
+    and stderr; its exit status. Both exec paths (this one and click's) end here."""
     from aq import paths
     from aq.guest import channel
 
     stdin = None if sys.stdin is None or sys.stdin.isatty() else sys.stdin.buffer
-    options = channel.ExecOptions(stdin, *binary_stdio())
+    options = channel.ExecOptions(stdin, *binary_stdio(), timeout)
     try:
         return channel.run(paths.vm_files(name), command, options)
     except OutputClosed:
@@ -95,7 +97,7 @@ def fast_exec(argv: list[str]) -> int | None:
     try:
         if not surely_running(plain[0]):
             return None
-        return _exec(*plain)
+        return run_exec(*plain)
     except (Exception, KeyboardInterrupt) as err:
         line, code = failure(err, EXEC_FAILURE)
         show(line, debugging())

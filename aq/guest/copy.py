@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import posixpath
 import shutil
-import stat
 import tarfile
 import tempfile
 import threading
@@ -153,7 +152,7 @@ def _refuse_special(target: Path) -> None:
         mode = target.lstat().st_mode
     except FileNotFoundError:
         return
-    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode) or stat.S_ISLNK(mode)):
+    if untar.special(mode):
         raise InvalidInput(
             f"{target} is a device, FIFO or socket, not a file or folder",
             hint=f"name a file, or write into it: aq exec NAME -- cat PATH > {target}",

@@ -219,6 +219,12 @@ def unpack(archive: BinaryIO, root: Path, top: str) -> str:
     return unpacker.kinds[(top,)]
 
 
+def special(mode: int) -> bool:
+    """A device, FIFO or socket (`mode` as lstat gives it): never a place for a copy,
+    since placing one renames it over the path and so replaces the node itself."""
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode) or stat.S_ISLNK(mode))
+
+
 def _conflicts(source: int, dest: int, where: str) -> None:
     """Refuse before moving anything if a folder would land on a non-folder, or
     anything on a device, FIFO or socket."""
@@ -227,9 +233,7 @@ def _conflicts(source: int, dest: int, where: str) -> None:
             there = os.stat(entry.name, dir_fd=dest, follow_symlinks=False)
         except FileNotFoundError:
             continue
-        mode = there.st_mode
-        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode) or stat.S_ISLNK(mode)):
-            # A rename would replace the node itself (merging into /dev: /dev/null).
+        if special(there.st_mode):  # merging into /dev would replace /dev/null
             raise AqError(
                 f"{where}/{for_terminal(entry.name, one_line=True)} exists and is a device, "
                 "FIFO or socket, which the copy would replace",
