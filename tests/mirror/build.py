@@ -36,14 +36,15 @@ Changes to the userland, all configuration (see userland.make_base / make_live):
 * files quicksand changed are put back to Alpine's defaults, checked against the
   checksums in apk's own database (`/etc/rc.conf` -- so `rc_sys` is unset again,
   `/etc/hostname`, `/etc/hosts`, `/etc/modules`);
-* the `dev` dependency: this userland has neither mdev nor udev, and Alpine's
-  `hwdrivers` and `acpid` services `need dev`.  `/etc/conf.d/devfs` gets
-  `rc_provide="dev"`: OpenRC's `devfs` service mounts devtmpfs on /dev, where
-  the kernel itself creates every device node, which is what those services need
-  from `dev` (no hotplug helper runs).  `hwdrivers` is in the sysinit runlevel as
-  on real Alpine, so the modules for the devices present (virtio blk/net/console,
-  sr_mod, ACPI button, pvpanic-pci, ...) load by modalias; `/etc/modules` also
-  lists the few that nothing loads by modalias (see `EXTRA_MODULES`).
+* the device manager: this userland has busybox's mdev, `/etc/mdev.conf` and
+  `/lib/mdev`, but not the package with Alpine's `mdev` service script, which
+  setup-alpine enables in sysinit (and which Alpine's `hwdrivers` and `acpid`
+  services need, as `dev`).  `mdev.initd` is the mirror's own script for that job
+  (register mdev as the hotplug helper, then `mdev -s`), in sysinit with
+  `hwdrivers` as on real Alpine, so the modules for the devices present (virtio
+  blk/net/console, sr_mod, ACPI button, pvpanic-pci, ...) load by modalias;
+  `/etc/modules` also lists the few that nothing loads by modalias (see
+  `EXTRA_MODULES`).
 * live system only (`boot/initramfs-virt` is this userland as a newc cpio with
   `/init -> /sbin/init`): root's password is empty and a getty runs on ttyS0, as
   the real ISO's init arranges; `/sbin/setup-alpine` is the stand-in.
@@ -105,6 +106,7 @@ _SOURCES = (
     "payload.py",
     "release.py",
     "setup-alpine",
+    "mdev.initd",
     "setup-alpine-efi",
     "signing.py",
     "tools.py",

@@ -17,6 +17,7 @@ EXTRA_MODULES = ["evdev", "isofs", "ext4"]
 
 HERE = Path(__file__).resolve().parent
 SETUP_ALPINE = HERE / "setup-alpine"
+MDEV_SERVICE = HERE / "mdev.initd"
 
 
 def _apk_checksums(root: Path) -> dict[str, str]:
@@ -94,15 +95,12 @@ def make_base(root: Path) -> None:
 
     # The fixture's configuration (see the module docstring)
     with open(root / "etc/modules", "a") as f:
-        f.write("# aq test mirror: modules no device's modalias loads (no mdev/udev here)\n")
+        f.write("# aq test mirror: modules no device's modalias loads\n")
         f.write("".join(m + "\n" for m in EXTRA_MODULES))
-    with open(root / "etc/conf.d/devfs", "a") as f:
-        f.write(
-            "\n# aq test mirror: this userland has no mdev or udev. devfs mounts devtmpfs,\n"
-            "# where the kernel creates the device nodes, so it provides 'dev' for the\n"
-            "# services that need it (hwdrivers, acpid).\n"
-            'rc_provide="dev"\n'
-        )
+    mdev = root / "etc/init.d/mdev"
+    shutil.copyfile(MDEV_SERVICE, mdev)
+    mdev.chmod(0o755)
+    _rc_add(root, "mdev", "sysinit")
     _rc_add(root, "hwdrivers", "sysinit")
 
 
