@@ -29,7 +29,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from aq import paths
+from aq import coldplug, paths
 from aq.errors import AqError
 from aq.guest import bootconfig, channel
 from aq.guest.wire import Bounded, ChannelError
@@ -50,8 +50,11 @@ class Copy:
     initrds: list[str]
     append: str
     kernel_sha256: str
-    initrd_sha256: str  # of the initramfs files concatenated, as QEMU loads them
+    initrd_sha256: str  # of the guest's initramfs files concatenated
     current: bool
+    # The guest's sysinit replays every device event (aq.coldplug): the initrd file
+    # then ends with aq's overlay, which narrows the initramfs's device helper.
+    replays_devices: bool = False
 
     def files(self, files: VmFiles) -> tuple[Path, Path | None]:
         return self.files_in(files.boot_copy)
@@ -197,8 +200,11 @@ class _BoundedFile:
         return self.handle.fileno()
 
 
-def _fetch(files: VmFiles, guest_paths: list[str], target: Path, limit: int, sha: str) -> None:
-    """Concatenate the guest files into `target`, only if what came has sha256 `sha`."""
+def _fetch(
+    files: VmFiles, guest_paths: list[str], target: Path, limit: int, sha: str, tail: bytes = b""
+) -> None:
+    """Concatenate the guest files into `target`, only if what came has sha256 `sha`;
+    `tail` (aq's own bytes) goes after them."""
     temp = target.with_suffix(".part")
     try:
         with paths.open_private(temp) as handle:
@@ -208,10 +214,11 @@ def _fetch(files: VmFiles, guest_paths: list[str], target: Path, limit: int, sha
                 ["cat", *guest_paths],
                 channel.ExecOptions(None, sink, Bounded(4096), timeout=STEP_TIMEOUT * 4),
             )
-        if status != 0:
-            raise bootconfig.Unsupported(f"could not read {' '.join(guest_paths)} in the guest")
-        if sink.digest.hexdigest() != sha:
-            raise bootconfig.Unsupported(f"{guest_paths[0]} changed while it was read")
+            if status != 0:
+                raise bootconfig.Unsupported(f"could not read {' '.join(guest_paths)} in the guest")
+            if sink.digest.hexdigest() != sha:
+                raise bootconfig.Unsupported(f"{guest_paths[0]} changed while it was read")
+            handle.write(tail)
         temp.replace(target)
     finally:
         temp.unlink(missing_ok=True)
@@ -223,6 +230,12 @@ def _concat_sha(files: VmFiles, guest_paths: list[str]) -> str:
     return text.split(" ")[0].strip()
 
 
+def _replays_devices(files: VmFiles) -> bool:
+    """Whether the guest's sysinit runlevel starts a device manager (aq.coldplug)."""
+    status, text = _guest_text(files, ["ls", "/etc/runlevels/sysinit"], 64 << 10)
+    return status == 0 and coldplug.replays_devices(text.split())
+
+
 def refresh(files: VmFiles, arch: str) -> str:
     """Make the copy current from the running guest; what happened, for the history."""
     started = time.monotonic()
@@ -230,10 +243,12 @@ def refresh(files: VmFiles, arch: str) -> str:
         config, text = _find_config(files, arch)
         entry = bootconfig.parse(config, text)
         found = _hashes(files, config, entry)
+        replays = _replays_devices(files)
     except (bootconfig.Unsupported, AqError) as err:
         return f"kernel copy not refreshed: {getattr(err, 'message', None) or err}"
     kernel_path, kernel_sha = found[entry.kernel]
     initrd_paths = [found[p][0] for p in entry.initrds]
+    replays = replays and bool(initrd_paths)  # with no initramfs, nothing to narrow
     initrd_sha = found[entry.initrds[0]][1] if len(initrd_paths) == 1 else ""
     old = load(files)
     fetched = []
@@ -247,13 +262,19 @@ def refresh(files: VmFiles, arch: str) -> str:
             fetched.append("kernel")
         initrd_file = files.boot_copy / "initrd"
         if initrd_paths and (
-            old is None or old.initrd_sha256 != initrd_sha or not initrd_file.is_file()
+            old is None
+            or old.initrd_sha256 != initrd_sha
+            or old.replays_devices != replays
+            or not initrd_file.is_file()
         ):
-            _fetch(files, initrd_paths, initrd_file, INITRD_MAX, initrd_sha)
+            tail = coldplug.overlay() if replays else b""
+            _fetch(files, initrd_paths, initrd_file, INITRD_MAX, initrd_sha, tail)
             fetched.append("initramfs")
     except (bootconfig.Unsupported, AqError, OSError) as err:
         return f"kernel copy not refreshed: {getattr(err, 'message', None) or err}"
-    copy = Copy(config, kernel_path, initrd_paths, entry.append, kernel_sha, initrd_sha, True)
+    copy = Copy(
+        config, kernel_path, initrd_paths, entry.append, kernel_sha, initrd_sha, True, replays
+    )
     _save(files, copy)
     took = time.monotonic() - started
     what = f"fetched {' and '.join(fetched)}" if fetched else "unchanged"

@@ -162,7 +162,11 @@ def start(
     binary = qemu_binary(host.arch)
     files = paths.vm_files(name)
     boot, why = bootcopy.usable(files)
-    boot_note = "direct kernel boot" if boot else f"firmware boot ({why})"
+    boot_note = f"firmware boot ({why})"
+    if boot:
+        boot_note = "direct kernel boot"
+        if boot.replays_devices:  # aq.coldplug
+            boot_note += "; initramfs device helper for block devices only (sysinit redoes /dev)"
     # A resume names no boot mode; should it fall back to a cold boot after all, the
     # history's discard note names it (`then`).
     then = boot_note if resume.expected(name, host, binary, cold) else ""

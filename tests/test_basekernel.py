@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from aq import bootcopy
+from aq import bootcopy, coldplug
 from aq.guest.bootconfig import Unsupported
 from aq.images import basekernel
 from aq.paths import VmFiles
@@ -73,6 +73,31 @@ def test_a_grub_install_on_aarch64(tmp_path) -> None:
     copy = basekernel.capture(scratch, tmp_path / "b", "aarch64")
     assert copy.config == "/boot/grub/grub.cfg" and copy.kernel == "/boot/vmlinuz-virt"
     assert copy.initrds == ["/boot/initramfs-virt"] and copy.append.startswith("root=UUID=9a9a")
+
+
+def test_an_install_whose_sysinit_redoes_dev_idles_the_initramfs_helper(tmp_path) -> None:
+    boot = {
+        "boot/extlinux.conf": ALPINE_EXTLINUX.encode(),
+        "boot/vmlinuz-virt": KERNEL,
+        "boot/initramfs-virt": INITRD,
+    }
+    sysinit = {f"etc/runlevels/sysinit/{s}": f"/etc/init.d/{s}" for s in ("devfs", "mdev")}
+    copy = basekernel.capture(_tar(tmp_path / "s1", boot, sysinit), tmp_path / "b1", "x86_64")
+    assert copy.replays_devices
+    assert (tmp_path / "b1" / "initrd").read_bytes() == INITRD + coldplug.overlay()
+    assert copy.initrd_sha256 == hashlib.sha256(INITRD).hexdigest()  # the guest's file
+    # Only the runlevel's own entries count: not a service elsewhere, nor a regular file
+    # named like one under /boot.
+    elsewhere = {
+        "etc/runlevels/default/mdev": "/etc/init.d/mdev",
+        "etc/runlevels/sysinit/dmesg": "x",
+    }
+    boot_file = {**boot, "boot/etc/runlevels/sysinit/mdev": b""}
+    copy = basekernel.capture(
+        _tar(tmp_path / "s2", boot_file, elsewhere), tmp_path / "b2", "x86_64"
+    )
+    assert not copy.replays_devices
+    assert (tmp_path / "b2" / "initrd").read_bytes() == INITRD
 
 
 def test_a_new_vm_adopts_the_copy_and_boots_it_directly(tmp_path) -> None:

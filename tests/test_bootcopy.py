@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from aq import bootcopy
+from aq import bootcopy, coldplug
 from aq.guest import bootconfig
 from aq.guest.bootconfig import Unsupported
 from aq.guest.wire import ChannelError
@@ -138,6 +138,10 @@ class FakeGuest:
         if argv[:2] == ["sh", "-c"]:
             data = b"".join(self.fs[p] for p in argv[4:])
             return 0, f"{hashlib.sha256(data).hexdigest()}  -\n".encode(), b""
+        if argv[0] == "ls":
+            folder = argv[1] + "/"
+            names = sorted(p[len(folder) :] for p in self.fs if p.startswith(folder))
+            return (0 if names else 1), "".join(n + "\n" for n in names).encode(), b""
         raise AssertionError(argv)
 
     def run(self, _files, argv, options):
@@ -251,3 +255,32 @@ def test_a_corrupt_record_means_firmware_boot(guest):
     bootcopy.refresh(files, "x86_64")
     (files.boot_copy / "boot.json").write_text(json.dumps({"current": True}))
     assert bootcopy.usable(files) == (None, "no copy of its kernel yet")
+
+
+def test_a_guest_that_redoes_dev_boots_with_the_initramfs_helper_idle(guest):
+    fake, files = guest
+    fake.fs["/etc/runlevels/sysinit/devfs"] = b""
+    fake.fs["/etc/runlevels/sysinit/mdev"] = b""
+    bootcopy.refresh(files, "x86_64")
+    copy, _ = bootcopy.usable(files)
+    assert copy is not None and copy.replays_devices
+    # The guest's initramfs, as it is (its sha256 still the guest's), then aq's archive.
+    assert copy.files(files)[1].read_bytes() == b"I" * 500 + coldplug.overlay()
+    assert copy.initrd_sha256 == hashlib.sha256(b"I" * 500).hexdigest()
+    # The guest stops using mdev: the next clean stop fetches the initramfs again, plain.
+    del fake.fs["/etc/runlevels/sysinit/mdev"]
+    fake.reads.clear()
+    assert "fetched initramfs" in bootcopy.refresh(files, "x86_64")
+    copy, _ = bootcopy.usable(files)
+    assert not copy.replays_devices and copy.files(files)[1].read_bytes() == b"I" * 500
+    assert fake.reads == ["/boot/initramfs-virt"]
+
+
+def test_a_record_from_before_the_helper_field_reads_as_a_plain_initramfs(guest):
+    _, files = guest
+    bootcopy.refresh(files, "x86_64")
+    record = json.loads((files.boot_copy / "boot.json").read_text())
+    del record["replays_devices"]
+    (files.boot_copy / "boot.json").write_text(json.dumps(record))
+    copy, _ = bootcopy.usable(files)
+    assert copy is not None and not copy.replays_devices

@@ -41,6 +41,25 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+# The guest's /dev after a direct boot, for the firmware boot to be compared with.
+_DEV: dict[str, list[str]] = {}
+
+
+def _dev_nodes(home, name: str) -> list[str]:
+    """Every node and link under the guest's /dev with its type, mode, owner, group,
+    device numbers and target; not the mounts that hold sessions (pts, shm, mqueue),
+    nor the command ports, which aq plugs in while the guest boots."""
+    listing = home.sh(
+        name,
+        "find /dev \\( -path /dev/pts -o -path /dev/shm -o -path /dev/mqueue \\) -prune"
+        " -o ! -name 'vport*' ! -path '/dev/virtio-ports/*' -print"
+        " | sort | xargs stat -c '%N %A %U:%G %t:%T'",
+    ).stdout.splitlines()
+    # mdev's rules, not devtmpfs's defaults (root:root 0600), own the disk.
+    assert len(listing) > 50 and "/dev/vda brw-rw---- root:disk fd:0" in listing
+    return listing
+
+
 @pytest.fixture(scope="module")
 def persist(installed):
     """A VM that is started, stopped, crashed and restarted by the tests below, in order."""
@@ -68,6 +87,14 @@ def test_start_runs_commands_and_shows_status(installed, persist) -> None:
     # A new VM boots its base's kernel directly from its first start: the install kept
     # a copy of what the base's bootloader boots (aq.images.basekernel, aq.bootcopy).
     assert "direct kernel boot" in events[-2][2]
+    # Its sysinit runs mdev, as setup-alpine's does, so the initramfs's own device
+    # helper only handled block devices (aq.coldplug), and sysinit's mdev made the rest
+    # of /dev: its rules gave each command port a link (compared with a firmware boot
+    # below).
+    assert "initramfs device helper for block devices only" in events[-2][2]
+    _DEV["direct"] = _dev_nodes(installed, persist)
+    links = installed.sh(persist, "ls /dev/virtio-ports").stdout.split()
+    assert "aq.exec.0.ctl" in links
     # The boot's duration is in the history and in status (aq.boottime).
     assert re.fullmatch(r"guest ready in \d+\.\d s \(QEMU pid \d+\)", events[-1][2])
     # Seven of the eight command slots were plugged in once it was ready (aq.qemu.hotplug).
@@ -181,6 +208,10 @@ def test_kill_9_of_qemu_is_recorded_as_crashed_then_two_starts_boot_it_once(
     # bootloader still gives it the command line changed in the test before.
     assert "firmware boot (kernel copy stale: the last stop was not a clean" in starts[0]["detail"]
     assert "aq_probe=1" in installed.aq("exec", persist, "--", "cat", "/proc/cmdline").stdout
+    # The firmware ran the initramfs's own device helper for every device; the direct
+    # boot before only for block devices. The guest's device nodes, owners, modes and
+    # links are the same either way.
+    assert _dev_nodes(installed, persist) == _DEV["direct"]
     assert installed.aq("exec", persist, "--", "cat", "/root/data").stdout == "kept\n"
 
 

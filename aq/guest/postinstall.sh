@@ -185,12 +185,14 @@ fi
 rm -rf "$mnt/run/openrc"
 
 # 10. What the bootloader boots, for the host (aq.images.basekernel): every regular
-# file directly under /boot and GRUB's configuration, as a tar on the scratch disk $2.
+# file directly under /boot and GRUB's configuration, as a tar on the scratch disk $2,
+# with the sysinit runlevel's entries (whether the guest redoes /dev: aq.coldplug).
 # New VMs then boot this kernel directly from their first start.
 if [ -n "${2:-}" ] && [ -b "$2" ]; then
 	# Not fatal: without the copy, new VMs boot through the firmware the first time.
 	if ! (cd "$mnt" && tar -cf "$2" $(find boot -maxdepth 1 -type f) \
-		$(if [ -f boot/grub/grub.cfg ]; then echo boot/grub/grub.cfg; fi)); then
+		$(if [ -f boot/grub/grub.cfg ]; then echo boot/grub/grub.cfg; fi) \
+		$(if [ -d etc/runlevels/sysinit ]; then echo etc/runlevels/sysinit; fi)); then
 		say "warning: could not write /boot to $2"
 	fi
 fi

@@ -20,12 +20,13 @@ import shutil
 import tarfile
 from pathlib import Path
 
-from aq import paths
+from aq import coldplug, paths
 from aq.bootcopy import INITRD_MAX, KERNEL_MAX, Copy, write_record
 from aq.guest import bootconfig
 
 SCRATCH_SIZE = 256 << 20  # the scratch disk: far more than /boot holds, and sparse
 MEMBERS_MAX = 512
+SYSINIT = "/etc/runlevels/sysinit"  # its entries say whether the guest redoes /dev
 
 
 def make_scratch(path: Path) -> Path:
@@ -35,16 +36,22 @@ def make_scratch(path: Path) -> Path:
     return path
 
 
-def _members(archive: tarfile.TarFile) -> dict[str, tarfile.TarInfo]:
-    """{guest path: member} for the regular files under /boot, nothing else."""
+def _members(archive: tarfile.TarFile) -> tuple[dict[str, tarfile.TarInfo], set[str]]:
+    """{guest path: member} for the regular files under /boot, and the names of the
+    services in the sysinit runlevel (entries of /etc/runlevels/sysinit, never read)."""
     found: dict[str, tarfile.TarInfo] = {}
+    sysinit: set[str] = set()
     for count, member in enumerate(archive):
         if count >= MEMBERS_MAX:
             raise bootconfig.Unsupported(f"more than {MEMBERS_MAX} files under /boot")
         name = posixpath.normpath("/" + member.name)
-        if member.isreg() and name.startswith("/boot/") and ".." not in member.name.split("/"):
+        if ".." in member.name.split("/"):
+            continue
+        if member.isreg() and name.startswith("/boot/"):
             found[name] = member
-    return found
+        elif posixpath.dirname(name) == SYSINIT:
+            sysinit.add(posixpath.basename(name))
+    return found, sysinit
 
 
 def _read(archive: tarfile.TarFile, member: tarfile.TarInfo, limit: int) -> bytes:
@@ -57,8 +64,9 @@ def _read(archive: tarfile.TarFile, member: tarfile.TarInfo, limit: int) -> byte
     return data
 
 
-def _write(archive, members, target: Path, limit: int) -> str:
-    """Concatenate `members` into `target` (as QEMU's -initrd loads several); sha256."""
+def _write(archive, members, target: Path, limit: int, tail: bytes = b"") -> str:
+    """Concatenate `members` into `target` (as QEMU's -initrd loads several), then
+    `tail` (aq's own bytes); the members' sha256."""
     digest = hashlib.sha256()
     total = 0
     with paths.open_private(target) as out:
@@ -69,6 +77,7 @@ def _write(archive, members, target: Path, limit: int) -> str:
             data = _read(archive, member, limit)
             digest.update(data)
             out.write(data)
+        out.write(tail)
     return digest.hexdigest()
 
 
@@ -88,7 +97,7 @@ def capture(scratch: Path, dest: Path, arch: str) -> Copy:
     try:
         paths.make_private_dir(work)
         with tarfile.open(scratch, "r:") as archive:
-            found = _members(archive)
+            found, sysinit = _members(archive)
             configs = [c for c in bootconfig.CONFIGS.get(arch, ()) if c in found]
             if not configs:
                 raise bootconfig.Unsupported("the installer wrote no bootloader configuration")
@@ -99,10 +108,20 @@ def capture(scratch: Path, dest: Path, arch: str) -> Copy:
             initrds = [_resolve(found, config, p) for p in entry.initrds]
             kernel_sha = _write(archive, [kernel], work / "kernel", KERNEL_MAX)
             initrd_sha = ""
+            replays = bool(initrds) and coldplug.replays_devices(sysinit)
             if initrds:
-                initrd_sha = _write(archive, [m for _, m in initrds], work / "initrd", INITRD_MAX)
+                tail = coldplug.overlay() if replays else b""
+                members = [m for _, m in initrds]
+                initrd_sha = _write(archive, members, work / "initrd", INITRD_MAX, tail)
         copy = Copy(
-            config, kernel_path, [p for p, _ in initrds], entry.append, kernel_sha, initrd_sha, True
+            config,
+            kernel_path,
+            [p for p, _ in initrds],
+            entry.append,
+            kernel_sha,
+            initrd_sha,
+            True,
+            replays,
         )
         write_record(work, copy)
         shutil.rmtree(dest, ignore_errors=True)

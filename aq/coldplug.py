@@ -1,0 +1,71 @@
+"""Narrow the initramfs's device helper when the guest's own device manager redoes its work.
+
+Alpine's initramfs finds the root filesystem with nlplug-findfs, which replays every
+device event, runs /sbin/mdev for each one that names a device node (148 in a small
+VM) and waits for all of them, even after the root is found. Each mdev parses
+Alpine's 160-line mdev.conf again: about 50 ms under TCG, 5-7 s of a 40 s boot
+(bench/BOOT-STALLS.md, seventh pass). The initramfs itself needs none of it:
+devtmpfs already holds every node, and mdev only sets owners, modes and links and
+runs its scripts.
+
+A guest whose sysinit runlevel starts a device manager that replays every device
+event again (Alpine's mdev, which setup-alpine enables, or mdevd or udev) applies the
+same rules to the same devtmpfs a few seconds later. One thing it cannot redo: the
+links mdev's persistent-storage script makes for block devices with the initramfs's
+util-linux blkid (/dev/disk/by-partuuid), which an installed Alpine lacks (busybox's
+blkid reports no PARTUUID). So for such a guest a direct boot appends a small archive
+to its initramfs whose /sbin/mdev hands block devices to mdev and ends at once for
+everything else; its /dev then ends up the same as after a firmware boot (compared
+node by node in tests/test_e2e_lifecycle.py). A guest without such a service boots
+its initramfs unchanged.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+
+# Services that replay every device event when sysinit starts them: busybox mdev
+# (`mdev -s`), mdevd's coldplug, udev's trigger.
+COLDPLUG_SERVICES = frozenset({"mdev", "mdevd-init", "udev-trigger"})
+
+# The helper's stand-in, a regular file: the kernel's initramfs unpacker replaces an
+# existing file with one of another type, but keeps an existing symlink (/sbin/mdev is
+# one, to busybox) when the new entry is a symlink too. Busybox's sh and mdev are
+# there in every mkinitfs initramfs; a shell's start costs about half an mdev's.
+HELPER = b"""#!/bin/sh
+# aq: this guest's sysinit redoes /dev; only block devices' links need the initramfs.
+[ "$SUBSYSTEM" = block ] && exec /bin/busybox mdev "$@"
+exit 0
+"""
+
+
+def replays_devices(sysinit_services) -> bool:
+    """Whether a guest whose sysinit runlevel holds these services redoes /dev itself."""
+    return not COLDPLUG_SERVICES.isdisjoint(sysinit_services)
+
+
+def _entry(name: str, ino: int, mode: int, data: bytes = b"", nlink: int = 1) -> bytes:
+    """One newc cpio entry (the format the kernel unpacks), padded to 4 bytes."""
+    encoded = name.encode() + b"\0"
+    fields = (ino, mode, 0, 0, nlink, 0, len(data), 0, 0, 0, 0, len(encoded), 0)
+    header = b"070701" + "".join(f"{v:08X}" for v in fields).encode() + encoded
+    header += b"\0" * (-len(header) % 4)
+    return header + data + b"\0" * (-len(data) % 4)
+
+
+def overlay() -> bytes:
+    """A gzip'd cpio archive to append to an initramfs: its /sbin/mdev is HELPER.
+
+    The kernel unpacks archives one after the other into the same root, a later file
+    replacing an earlier one; after a compressed archive, only a compressed one is
+    accepted. Always the same bytes (no timestamps), so a copy's contents are stable."""
+    archive = (
+        _entry("sbin", 1, 0o040755, nlink=2)
+        + _entry("sbin/mdev", 2, 0o100755, HELPER)
+        + _entry("TRAILER!!!", 0, 0)
+    )
+    out = io.BytesIO()
+    with gzip.GzipFile(fileobj=out, mode="wb", mtime=0) as packed:
+        packed.write(archive)
+    return out.getvalue()
