@@ -24,8 +24,8 @@ The ISO honours the contract aq relies on for the real alpine-virt ISO:
 `-kernel/-initrd` it reaches `localhost login:` on ttyS0, root logs in without a
 password into busybox ash, and `setup-alpine -e -f ANSWERFILE` installs to the
 disk named in DISKOPTS in the real installer's sys-mode layout.  That
-`setup-alpine` is the only stand-in in the guest (see its header); every other
-program the guest runs is Alpine's, unmodified.  The ISO has no El Torito boot
+`setup-alpine` and the `mdev` service's script (below) are the only stand-ins in the
+guest (see their headers); every other program the guest runs is Alpine's, unmodified.  The ISO has no El Torito boot
 record: aq boots it with -kernel/-initrd, never from the CD.
 
 Changes to the userland, all configuration (see userland.make_base / make_live):
