@@ -25,8 +25,9 @@ The ISO honours the contract aq relies on for the real alpine-virt ISO:
 password into busybox ash, and `setup-alpine -e -f ANSWERFILE` installs to the
 disk named in DISKOPTS in the real installer's sys-mode layout.  That
 `setup-alpine` and the `mdev` service's script (below) are the only stand-ins in the
-guest (see their headers); every other program the guest runs is Alpine's, unmodified.  The ISO has no El Torito boot
-record: aq boots it with -kernel/-initrd, never from the CD.
+guest (see their headers); every other program the guest runs is Alpine's,
+unmodified.  The ISO has no El Torito boot record: aq boots it with
+-kernel/-initrd, never from the CD.
 
 Changes to the userland, all configuration (see userland.make_base / make_live):
 
