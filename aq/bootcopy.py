@@ -236,6 +236,19 @@ def _replays_devices(files: VmFiles) -> bool:
     return status == 0 and coldplug.replays_devices(text.split())
 
 
+def _ends_with(path: Path, tail: bytes) -> bool:
+    """Whether the file exists and ends with `tail` (read from its end only)."""
+    try:
+        with path.open("rb") as handle:
+            size = handle.seek(0, 2)
+            if size < len(tail):
+                return False
+            handle.seek(size - len(tail))
+            return handle.read() == tail
+    except OSError:
+        return False
+
+
 def refresh(files: VmFiles, arch: str) -> str:
     """Make the copy current from the running guest; what happened, for the history."""
     started = time.monotonic()
@@ -261,13 +274,13 @@ def refresh(files: VmFiles, arch: str) -> str:
             _fetch(files, [kernel_path], kernel_file, KERNEL_MAX, kernel_sha)
             fetched.append("kernel")
         initrd_file = files.boot_copy / "initrd"
+        tail = coldplug.initrd_tail(replays, arch)
         if initrd_paths and (
             old is None
             or old.initrd_sha256 != initrd_sha
             or old.replays_devices != replays
-            or not initrd_file.is_file()
+            or not _ends_with(initrd_file, tail)  # missing, or an older aq's helper
         ):
-            tail = coldplug.overlay() if replays else b""
             _fetch(files, initrd_paths, initrd_file, INITRD_MAX, initrd_sha, tail)
             fetched.append("initramfs")
     except (bootconfig.Unsupported, AqError, OSError) as err:

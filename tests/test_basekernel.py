@@ -84,7 +84,7 @@ def test_an_install_whose_sysinit_redoes_dev_idles_the_initramfs_helper(tmp_path
     sysinit = {f"etc/runlevels/sysinit/{s}": f"/etc/init.d/{s}" for s in ("devfs", "mdev")}
     copy = basekernel.capture(_tar(tmp_path / "s1", boot, sysinit), tmp_path / "b1", "x86_64")
     assert copy.replays_devices
-    assert (tmp_path / "b1" / "initrd").read_bytes() == INITRD + coldplug.overlay()
+    assert (tmp_path / "b1" / "initrd").read_bytes() == INITRD + coldplug.overlay("x86_64")
     assert copy.initrd_sha256 == hashlib.sha256(INITRD).hexdigest()  # the guest's file
     # Only the runlevel's own entries count: not a service elsewhere, nor a regular file
     # named like one under /boot.

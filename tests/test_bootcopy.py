@@ -265,7 +265,7 @@ def test_a_guest_that_redoes_dev_boots_with_the_initramfs_helper_idle(guest):
     copy, _ = bootcopy.usable(files)
     assert copy is not None and copy.replays_devices
     # The guest's initramfs, as it is (its sha256 still the guest's), then aq's archive.
-    assert copy.files(files)[1].read_bytes() == b"I" * 500 + coldplug.overlay()
+    assert copy.files(files)[1].read_bytes() == b"I" * 500 + coldplug.overlay("x86_64")
     assert copy.initrd_sha256 == hashlib.sha256(b"I" * 500).hexdigest()
     # The guest stops using mdev: the next clean stop fetches the initramfs again, plain.
     del fake.fs["/etc/runlevels/sysinit/mdev"]
@@ -274,6 +274,21 @@ def test_a_guest_that_redoes_dev_boots_with_the_initramfs_helper_idle(guest):
     copy, _ = bootcopy.usable(files)
     assert not copy.replays_devices and copy.files(files)[1].read_bytes() == b"I" * 500
     assert fake.reads == ["/boot/initramfs-virt"]
+
+
+def test_a_copy_with_an_older_aqs_helper_is_fetched_again_at_the_next_stop(guest):
+    fake, files = guest
+    fake.fs["/etc/runlevels/sysinit/mdev"] = b""
+    bootcopy.refresh(files, "x86_64")
+    copy, _ = bootcopy.usable(files)
+    initrd = copy.files(files)[1]
+    initrd.write_bytes(b"I" * 500 + coldplug.overlay("aarch64"))  # the script helper
+    fake.reads.clear()
+    assert "fetched initramfs" in bootcopy.refresh(files, "x86_64")
+    assert initrd.read_bytes() == b"I" * 500 + coldplug.overlay("x86_64")
+    fake.reads.clear()
+    assert "unchanged" in bootcopy.refresh(files, "x86_64")  # current: nothing read
+    assert fake.reads == []
 
 
 def test_a_record_from_before_the_helper_field_reads_as_a_plain_initramfs(guest):

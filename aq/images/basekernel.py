@@ -110,8 +110,8 @@ def capture(scratch: Path, dest: Path, arch: str) -> Copy:
             initrd_sha = ""
             replays = bool(initrds) and coldplug.replays_devices(sysinit)
             if initrds:
-                tail = coldplug.overlay() if replays else b""
                 members = [m for _, m in initrds]
+                tail = coldplug.initrd_tail(replays, arch)
                 initrd_sha = _write(archive, members, work / "initrd", INITRD_MAX, tail)
         copy = Copy(
             config,
