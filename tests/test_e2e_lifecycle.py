@@ -78,6 +78,8 @@ def test_start_runs_commands_and_shows_status(installed, persist) -> None:
     assert status["state"] == "running" and status["accel"] == "tcg"
     assert status["guest"] == "running"
     assert status["uptime_s"] > 0 and status["pid"]
+    # Under TCG the CPU has no SVM, so the guest loads no kvm modules at each boot.
+    assert installed.sh(persist, "grep -cw svm /proc/cpuinfo; true").stdout.split() == ["0"]
     hostname = installed.aq("exec", persist, "--", "hostname").stdout.strip()
     assert hostname == persist  # each VM made from the base is itself
     # dhcpcd does not ARP-probe its lease on QEMU's user network (5 s of every boot).

@@ -56,7 +56,7 @@ def _pairs(argv: list[str]) -> list[tuple[str, str]]:
         ("mac-intel", "qemu-system-x86_64", "pc", "hvf", "host", "2"),
         ("linux-kvm", "qemu-system-x86_64", "pc", "kvm", "host", "2"),
         # TCG: the measured defaults (aq.qemu.cmdline.tcg_cpus, cpu_model)
-        ("linux-tcg", "qemu-system-x86_64", "pc", "tcg,tb-size=64", "qemu64", "1"),
+        ("linux-tcg", "qemu-system-x86_64", "pc", "tcg,tb-size=64", "qemu64,-svm", "1"),
         (
             "linux-arm-tcg",
             "qemu-system-aarch64",

@@ -108,16 +108,19 @@ def tcg_cpus(cpus: int, accel: str) -> int:
 
 
 def cpu_model(arch: str, accel: str) -> str:
-    """The host's CPU with an accelerator. Under TCG on x86_64, QEMU's plain qemu64:
-    `-cpu max` booted the same disk in 126 s and 128 s against 85 s and 76 s, with a
-    22 s soft lockup (its ERMS makes the kernel clear pages with `rep stosb`, which TCG
-    runs byte by byte). On aarch64 TCG needs a model (the virt machine has no default):
-    `max`, with pointer authentication's implementation-defined algorithm, because
-    Alpine's kernel signs every return address (ARM64_PTR_AUTH_KERNEL) and TCG
+    """The host's CPU with an accelerator. Under TCG on x86_64, QEMU's plain qemu64
+    without SVM: `-cpu max` booted the same disk in 126 s and 128 s against 85 s and
+    76 s, with a 22 s soft lockup (its ERMS makes the kernel clear pages with
+    `rep stosb`, which TCG runs byte by byte); qemu64's SVM flag only makes the guest
+    load kvm and kvm_amd at every boot (1.25 s in the guest; a boot's QEMU CPU time
+    29.6 s against 30.75 s, medians of 6 alternating rounds), and a nested hypervisor
+    on TCG is of no use. On aarch64 TCG needs a model (the virt machine has no
+    default): `max`, with pointer authentication's implementation-defined algorithm,
+    because Alpine's kernel signs every return address (ARM64_PTR_AUTH_KERNEL) and TCG
     computes the architected QARMA5 cipher slowly (QEMU's docs recommend impdef)."""
     if accel in ("hvf", "kvm"):
         return "host"
-    return "max,pauth-impdef=on" if arch == "aarch64" else "qemu64"
+    return "max,pauth-impdef=on" if arch == "aarch64" else "qemu64,-svm"
 
 
 # TCG's translation cache, in MiB. QEMU 7.2's default (1 GiB) is never flushed during a
