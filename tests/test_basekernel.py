@@ -179,6 +179,20 @@ def test_oversized_files_are_refused_before_they_are_read(tmp_path, monkeypatch)
     assert not (tmp_path / "base.boot").exists()
 
 
+def test_a_tar_with_too_many_entries_is_refused_before_it_is_read(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(basekernel, "MEMBERS_MAX", 3)
+    boot = {
+        "boot/extlinux.conf": ALPINE_EXTLINUX.encode(),
+        "boot/vmlinuz-virt": KERNEL,
+        "boot/initramfs-virt": INITRD,
+    }
+    sysinit = {"etc/runlevels/sysinit/mdev": "/etc/init.d/mdev"}
+    scratch = _tar(tmp_path / "scratch", boot, sysinit)
+    with pytest.raises(Unsupported, match="more than 3 entries under /boot and /etc/runlevels"):
+        basekernel.capture(scratch, tmp_path / "base.boot", "x86_64")
+    assert not (tmp_path / "base.boot").exists()
+
+
 def test_an_installer_that_wrote_nothing_is_a_tar_error(tmp_path) -> None:
     scratch = basekernel.make_scratch(tmp_path / "scratch")
     assert scratch.stat().st_size == basekernel.SCRATCH_SIZE

@@ -43,7 +43,9 @@ def _members(archive: tarfile.TarFile) -> tuple[dict[str, tarfile.TarInfo], set[
     sysinit: set[str] = set()
     for count, member in enumerate(archive):
         if count >= MEMBERS_MAX:
-            raise bootconfig.Unsupported(f"more than {MEMBERS_MAX} files under /boot")
+            raise bootconfig.Unsupported(
+                f"more than {MEMBERS_MAX} entries under /boot and {SYSINIT} in the installer's tar"
+            )
         name = posixpath.normpath("/" + member.name)
         if ".." in member.name.split("/"):
             continue
