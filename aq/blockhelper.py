@@ -1,0 +1,173 @@
+"""The program aq puts in place of the initramfs's /sbin/mdev (see aq.coldplug).
+
+It does what this shell script would:
+
+    [ "$SUBSYSTEM" = block ] && exec /bin/busybox mdev
+    exit 0
+
+but as a static program of about 250 bytes for each architecture aq runs. The
+initramfs's nlplug-findfs runs its helper for one device event at a time, about 110 of
+them before the root disk's, and under TCG the script cost 22 ms an event (a
+dynamically linked busybox started, then the script read): 2 s of every boot. The
+program costs a fork and an exec (bench/BOOT-STALLS.md, eighth pass).
+
+The machine code is kept beside its assembly listing; tests/test_blockhelper.py
+assembles each listing with binutils and checks the bytes, then runs each program
+(the aarch64 one under qemu-user) with and without a block device's environment.
+"""
+
+from __future__ import annotations
+
+import struct
+
+# Both programs: if the environment holds exactly SUBSYSTEM=block,
+# execve("/bin/busybox", ["mdev", NULL], envp); else, or if that fails, exit(0).
+# Position-independent, so they run wherever they are loaded.
+X86_64_SOURCE = """
+_start:
+    mov     (%rsp), %rcx            # argc
+    lea     16(%rsp,%rcx,8), %r8    # envp: past argc, the arguments and their NULL
+    mov     %r8, %rdx
+next:                               # each "NAME=value" of the environment in turn
+    mov     (%rdx), %rsi
+    test    %rsi, %rsi
+    jz      done                    # none left: not a block device
+    add     $8, %rdx
+    lea     want(%rip), %rdi
+same:                               # equal to want, its NUL included?
+    mov     (%rdi), %al
+    cmp     (%rsi), %al
+    jne     next
+    inc     %rsi
+    inc     %rdi
+    test    %al, %al
+    jnz     same
+    push    $0                      # argv: {"mdev", NULL}
+    lea     mdev(%rip), %rax
+    push    %rax
+    mov     %rsp, %rsi
+    mov     %r8, %rdx               # the event's own environment
+    lea     busybox(%rip), %rdi
+    mov     $59, %eax               # execve
+    syscall
+done:                               # also where a failed execve lands
+    mov     $60, %eax               # exit(0)
+    xor     %edi, %edi
+    syscall
+want:
+    .asciz  "SUBSYSTEM=block"
+busybox:
+    .asciz  "/bin/busybox"
+mdev:
+    .asciz  "mdev"
+"""
+
+AARCH64_SOURCE = """
+_start:
+    ldr     x1, [sp]                // argc
+    add     x9, sp, #16
+    add     x9, x9, x1, lsl #3      // envp: past argc, the arguments and their NULL
+    mov     x2, x9
+next:                               // each "NAME=value" of the environment in turn
+    ldr     x3, [x2], #8
+    cbz     x3, done                // none left: not a block device
+    adr     x4, want
+same:                               // equal to want, its NUL included?
+    ldrb    w5, [x4], #1
+    ldrb    w6, [x3], #1
+    cmp     w5, w6
+    b.ne    next
+    cbnz    w5, same
+    adr     x5, mdev                // argv: {"mdev", NULL}
+    stp     x5, xzr, [sp, #-16]!
+    mov     x1, sp
+    mov     x2, x9                  // the event's own environment
+    adr     x0, busybox
+    mov     x8, #221                // execve
+    svc     #0
+done:                               // also where a failed execve lands
+    mov     x0, #0                  // exit(0)
+    mov     x8, #93
+    svc     #0
+want:
+    .asciz  "SUBSYSTEM=block"
+busybox:
+    .asciz  "/bin/busybox"
+mdev:
+    .asciz  "mdev"
+"""
+
+STRINGS = b"SUBSYSTEM=block\0/bin/busybox\0mdev\0"
+
+X86_64_CODE = (
+    bytes.fromhex(
+        "488b0c244c8d44cc104c89c2"  # argc, envp
+        "488b324885f67439"  # next: the next variable; none left: done
+        "4883c208488d3d37000000"  # want
+        "8a073a0675e748ffc648ffc784c075f0"  # same: compare up to want's NUL
+        "6a00488d053b000000504889e6"  # argv = {"mdev", NULL} on the stack
+        "4c89c2488d3d20000000b83b0000000f05"  # execve
+        "b83c00000031ff0f05"  # done: exit(0)
+    )
+    + STRINGS
+)
+
+AARCH64_CODE = (
+    bytes.fromhex(
+        "e10340f9e9430091290d018be20309aa"  # argc, envp
+        "438440f8c30100b404020010"  # next: the next variable; none left: done; want
+        "8514403866144038bf00066b41ffff5485ffff35"  # same: compare up to want's NUL
+        "25020030e57fbfa9e1030091"  # argv = {"mdev", NULL} on the stack
+        "e20309aa40010010a81b80d2010000d4"  # execve
+        "000080d2a80b80d2010000d4"  # done: exit(0)
+    )
+    + STRINGS
+)
+
+# (ELF machine number, code) by the guest's architecture.
+PROGRAMS = {"x86_64": (62, X86_64_CODE), "aarch64": (183, AARCH64_CODE)}
+
+LOAD_ADDRESS = 0x400000
+ALIGN = 0x10000  # the largest page size either architecture's kernels use
+
+
+def _elf(machine: int, code: bytes) -> bytes:
+    """A minimal static ELF executable: its header, one loadable read+execute segment
+    holding the whole file, the code right after the two headers; no sections."""
+    header_size, segment_size = 64, 56
+    size = header_size + segment_size + len(code)
+    ident = b"\x7fELF" + bytes([2, 1, 1]) + bytes(9)  # 64-bit, little-endian, version 1
+    header = ident + struct.pack(
+        "<HHIQQQIHHHHHH",
+        2,  # ET_EXEC
+        machine,
+        1,  # version
+        LOAD_ADDRESS + header_size + segment_size,  # entry: the code's first byte
+        header_size,  # the segment table right after this header
+        0,  # no section table
+        0,  # flags
+        header_size,
+        segment_size,
+        1,  # one segment
+        0,  # section header size, count and names' index: none
+        0,
+        0,
+    )
+    segment = struct.pack(
+        "<IIQQQQQQ",
+        1,  # PT_LOAD
+        5,  # PF_R | PF_X
+        0,  # from the file's start
+        LOAD_ADDRESS,
+        LOAD_ADDRESS,
+        size,
+        size,
+        ALIGN,
+    )
+    return header + segment + code
+
+
+def program(arch: str) -> bytes:
+    """The executable for a guest of this architecture ("x86_64" or "aarch64")."""
+    machine, code = PROGRAMS[arch]
+    return _elf(machine, code)

@@ -1,0 +1,112 @@
+"""The initramfs's /sbin/mdev stand-in (aq.blockhelper): its bytes are its listings
+assembled, and it runs as the script it replaces would.
+
+That a real Alpine initramfs runs it and the guest's /dev comes out as after a
+firmware boot is shown in tests/test_e2e_lifecycle.py (x86-64) and
+tests/test_e2e_aarch64.py (the by-partuuid links only block devices' mdev makes).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import subprocess
+
+import pytest
+
+from aq import blockhelper
+
+# (assembler, objcopy, how to run a program of that architecture on this host)
+TOOLS = {
+    "x86_64": ("as", "objcopy", []),
+    "aarch64": ("aarch64-linux-gnu-as", "aarch64-linux-gnu-objcopy", ["qemu-aarch64"]),
+}
+SOURCES = {"x86_64": blockhelper.X86_64_SOURCE, "aarch64": blockhelper.AARCH64_SOURCE}
+CODES = {"x86_64": blockhelper.X86_64_CODE, "aarch64": blockhelper.AARCH64_CODE}
+ARCHES = sorted(TOOLS)
+
+
+def test_ci_has_the_tools_these_checks_need():
+    # .ci/setup installs binutils, binutils-aarch64-linux-gnu and qemu-user: the checks
+    # below must never be skipped for want of them.
+    assert platform.machine() == "x86_64" and os.uname().sysname == "Linux"
+    for assembler, objcopy, runner in TOOLS.values():
+        for tool in (assembler, objcopy, *runner):
+            assert shutil.which(tool), tool
+
+
+@pytest.mark.parametrize("arch", ARCHES)
+def test_the_code_is_its_listing_assembled(tmp_path, arch):
+    """The bytes shipped are what binutils makes of the listing, nothing else."""
+    assembler, objcopy, _ = TOOLS[arch]
+    source = tmp_path / "helper.s"
+    source.write_text("\t.text\n\t.globl _start\n" + SOURCES[arch])
+    obj, raw = tmp_path / "helper.o", tmp_path / "helper.bin"
+    subprocess.run([assembler, "-o", obj, source], check=True)
+    subprocess.run([objcopy, "-O", "binary", "-j", ".text", obj, raw], check=True)
+    assert raw.read_bytes() == CODES[arch]
+
+
+@pytest.mark.parametrize(("arch", "machine"), [("x86_64", "X86-64"), ("aarch64", "AArch64")])
+def test_each_program_is_an_executable_readelf_accepts(tmp_path, arch, machine):
+    program = tmp_path / "mdev"
+    program.write_bytes(blockhelper.program(arch))
+    out = subprocess.run(
+        ["readelf", "-h", "-l", program], capture_output=True, text=True, check=True
+    ).stdout
+    assert "EXEC (Executable file)" in out and machine in out
+    assert "Entry point address:               0x400078" in out
+    assert "LOAD" in out and "R E" in out
+
+
+def _run(folder, arch: str, env: dict[str, str], busybox: bytes = b"./fake-bb.sh"):
+    """The program for `arch` run in `folder` with exactly `env`, its busybox path
+    replaced by `busybox` (of the same length, so the code is unchanged); ./fake-bb.sh
+    there says how it was run."""
+    code = blockhelper.program(arch)
+    assert code.count(b"/bin/busybox\0") == 1 and len(busybox) == len(b"/bin/busybox")
+    program = folder / "mdev"
+    program.write_bytes(code.replace(b"/bin/busybox\0", busybox + b"\0"))
+    program.chmod(0o755)
+    fake = folder / "fake-bb.sh"
+    fake.write_text('#!/bin/sh\necho "ran $# [$SUBSYSTEM] [$DEVNAME]"\nexit 7\n')
+    fake.chmod(0o755)
+    return subprocess.run(
+        [*TOOLS[arch][2], str(program)],
+        cwd=folder,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize("arch", ARCHES)
+def test_a_block_device_event_goes_to_mdev(tmp_path, arch):
+    result = _run(tmp_path, arch, {"ACTION": "add", "SUBSYSTEM": "block", "DEVNAME": "vda3"})
+    # Busybox is exec'd in its place, with no arguments and the event's environment.
+    assert (result.returncode, result.stdout) == (7, "ran 0 [block] [vda3]\n")
+
+
+@pytest.mark.parametrize("arch", ARCHES)
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"SUBSYSTEM": "tty", "DEVNAME": "tty1"},
+        {"SUBSYSTEM": "blockx", "DEVNAME": "x"},  # the whole value, not a prefix
+        {"SUBSYSTEM": "bloc"},
+        {"XSUBSYSTEM": "block"},
+        {"DEVNAME": "vda"},
+        {},
+    ],
+)
+def test_every_other_event_ends_at_once(tmp_path, arch, env):
+    result = _run(tmp_path, arch, env)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+
+
+@pytest.mark.parametrize("arch", ARCHES)
+def test_it_ends_quietly_when_busybox_is_missing(tmp_path, arch):
+    result = _run(tmp_path, arch, {"SUBSYSTEM": "block"}, busybox=b"/nonexistent")
+    assert (result.returncode, result.stdout) == (0, "")
