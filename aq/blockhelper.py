@@ -5,7 +5,7 @@ It does what this shell script would:
     [ "$SUBSYSTEM" = block ] && exec /bin/busybox mdev
     exit 0
 
-but as a static program of about 250 bytes for each architecture aq runs. The
+but as a static program of about 240 bytes for each architecture aq runs. The
 initramfs's nlplug-findfs runs its helper for one device event at a time, about 110 of
 them before the root disk's, and under TCG the script cost 22 ms an event (a
 dynamically linked busybox started, then the script read): 2 s of every boot. The
