@@ -20,10 +20,22 @@ from __future__ import annotations
 
 import struct
 
+# The strings both programs use, after their code: the listing and its bytes.
+DATA_SOURCE = """
+want:
+    .asciz  "SUBSYSTEM=block"
+busybox:
+    .asciz  "/bin/busybox"
+mdev:
+    .asciz  "mdev"
+"""
+STRINGS = b"SUBSYSTEM=block\0/bin/busybox\0mdev\0"
+
 # Both programs: if the environment holds exactly SUBSYSTEM=block,
 # execve("/bin/busybox", ["mdev", NULL], envp); else, or if that fails, exit(0).
 # Position-independent, so they run wherever they are loaded.
-X86_64_SOURCE = """
+X86_64_SOURCE = (
+    """
 _start:
     mov     (%rsp), %rcx            # argc
     lea     16(%rsp,%rcx,8), %r8    # envp: past argc, the arguments and their NULL
@@ -54,15 +66,12 @@ done:                               # also where a failed execve lands
     mov     $60, %eax               # exit(0)
     xor     %edi, %edi
     syscall
-want:
-    .asciz  "SUBSYSTEM=block"
-busybox:
-    .asciz  "/bin/busybox"
-mdev:
-    .asciz  "mdev"
 """
+    + DATA_SOURCE
+)
 
-AARCH64_SOURCE = """
+AARCH64_SOURCE = (
+    """
 _start:
     ldr     x1, [sp]                // argc
     add     x9, sp, #16
@@ -89,15 +98,9 @@ done:                               // also where a failed execve lands
     mov     x0, #0                  // exit(0)
     mov     x8, #93
     svc     #0
-want:
-    .asciz  "SUBSYSTEM=block"
-busybox:
-    .asciz  "/bin/busybox"
-mdev:
-    .asciz  "mdev"
 """
-
-STRINGS = b"SUBSYSTEM=block\0/bin/busybox\0mdev\0"
+    + DATA_SOURCE
+)
 
 X86_64_CODE = (
     bytes.fromhex(
