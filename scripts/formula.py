@@ -3,6 +3,7 @@
     python scripts/formula.py lock    # pin what the venv resolved: pylock.toml (asks PyPI)
     python scripts/formula.py         # write Formula/aq.rb from pylock.toml (offline)
     python scripts/formula.py --check # exit 1 when Formula/aq.rb is not what it would write
+    python scripts/formula.py constraints  # the lock as pip constraints (.ci/setup)
 
 The lock is pylock.toml (PEP 751): every runtime dependency of aq, transitively, at the
 version installed in this environment, each with its sdist's URL and sha256 from PyPI's
@@ -199,7 +200,16 @@ def render(pins: list[Pin], version: str | None = None) -> str:
     return "".join(parts)
 
 
+def constraints(pins: list[Pin]) -> str:
+    """The lock as a pip constraints file: CI installs aq's runtime dependencies at the
+    locked versions, so a new release on PyPI changes nothing until it is locked."""
+    return "".join(f"{pin.name}=={pin.version}\n" for pin in pins)
+
+
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["constraints"]:
+        sys.stdout.write(constraints(read_lock()))
+        return 0
     if argv[:1] == ["lock"]:
         pins = [Pin(n, v, *_sdist(n, v)) for n, v in resolve_installed().items()]
         write_lock(pins)
