@@ -2,7 +2,7 @@
 
 It does what this shell script would:
 
-    [ "$SUBSYSTEM" = block ] && exec /bin/busybox mdev
+    [ "$DEVTYPE" = partition ] && exec /bin/busybox mdev
     exit 0
 
 but as a static program of about 240 bytes for each architecture aq runs. The
@@ -13,7 +13,7 @@ program costs a fork and an exec (bench/BOOT-STALLS.md, eighth pass).
 
 The machine code is kept beside its assembly listing; tests/test_blockhelper.py
 assembles each listing with binutils and checks the bytes, then runs each program
-(the aarch64 one under qemu-user) with and without a block device's environment.
+(the aarch64 one under qemu-user) with and without a partition's environment.
 """
 
 from __future__ import annotations
@@ -23,15 +23,15 @@ import struct
 # The strings both programs use, after their code: the listing and its bytes.
 DATA_SOURCE = """
 want:
-    .asciz  "SUBSYSTEM=block"
+    .asciz  "DEVTYPE=partition"
 busybox:
     .asciz  "/bin/busybox"
 mdev:
     .asciz  "mdev"
 """
-STRINGS = b"SUBSYSTEM=block\0/bin/busybox\0mdev\0"
+STRINGS = b"DEVTYPE=partition\0/bin/busybox\0mdev\0"
 
-# Both programs: if the environment holds exactly SUBSYSTEM=block,
+# Both programs: if the environment holds exactly DEVTYPE=partition,
 # execve("/bin/busybox", ["mdev", NULL], envp); else, or if that fails, exit(0).
 # Position-independent, so they run wherever they are loaded.
 X86_64_SOURCE = (
@@ -43,7 +43,7 @@ _start:
 next:                               # each "NAME=value" of the environment in turn
     mov     (%rdx), %rsi
     test    %rsi, %rsi
-    jz      done                    # none left: not a block device
+    jz      done                    # none left: not a partition
     add     $8, %rdx
     lea     want(%rip), %rdi
 same:                               # equal to want, its NUL included?
@@ -79,7 +79,7 @@ _start:
     mov     x2, x9
 next:                               // each "NAME=value" of the environment in turn
     ldr     x3, [x2], #8
-    cbz     x3, done                // none left: not a block device
+    cbz     x3, done                // none left: not a partition
     adr     x4, want
 same:                               // equal to want, its NUL included?
     ldrb    w5, [x4], #1
@@ -108,8 +108,8 @@ X86_64_CODE = (
         "488b324885f67439"  # next: the next variable; none left: done
         "4883c208488d3d37000000"  # want
         "8a073a0675e748ffc648ffc784c075f0"  # same: compare up to want's NUL
-        "6a00488d053b000000504889e6"  # argv = {"mdev", NULL} on the stack
-        "4c89c2488d3d20000000b83b0000000f05"  # execve
+        "6a00488d053d000000504889e6"  # argv = {"mdev", NULL} on the stack
+        "4c89c2488d3d22000000b83b0000000f05"  # execve
         "b83c00000031ff0f05"  # done: exit(0)
     )
     + STRINGS
@@ -120,8 +120,8 @@ AARCH64_CODE = (
         "e10340f9e9430091290d018be20309aa"  # argc, envp
         "438440f8c30100b404020010"  # next: the next variable; none left: done; want
         "8514403866144038bf00066b41ffff5485ffff35"  # same: compare up to want's NUL
-        "25020030e57fbfa9e1030091"  # argv = {"mdev", NULL} on the stack
-        "e20309aa40010010a81b80d2010000d4"  # execve
+        "25020070e57fbfa9e1030091"  # argv = {"mdev", NULL} on the stack
+        "e20309aa40010050a81b80d2010000d4"  # execve
         "000080d2a80b80d2010000d4"  # done: exit(0)
     )
     + STRINGS

@@ -166,7 +166,7 @@ def start(
     if boot:
         boot_note = "direct kernel boot"
         if boot.replays_devices:  # aq.coldplug
-            boot_note += "; initramfs device helper for block devices only (sysinit redoes /dev)"
+            boot_note += "; initramfs device helper for partitions only (sysinit redoes /dev)"
     # A resume names no boot mode; should it fall back to a cold boot after all, the
     # history's discard note names it (`then`).
     then = boot_note if resume.expected(name, host, binary, cold) else ""

@@ -89,10 +89,10 @@ def test_exec_runs_on_an_aarch64_guest_booted_by_uefi(arm, arm_vm) -> None:
     )
     status = arm.json("status", arm_vm)
     assert (status["arch"], status["accel"], status["state"]) == (ARCH, "tcg", "running")
-    # It booted its kernel directly, and the initramfs handed block devices to mdev
+    # It booted its kernel directly, and the initramfs handed partitions to mdev
     # through aq's aarch64 helper program (aq.blockhelper): only there are the
     # by-partuuid links made (the installed busybox blkid reports no PARTUUID).
-    assert "initramfs device helper for block devices only" in _boot_paths(arm, arm_vm)[-1]
+    assert "initramfs device helper for partitions only" in _boot_paths(arm, arm_vm)[-1]
     partuuid = arm.sh(arm_vm, "ls -l /dev/disk/by-partuuid").stdout
     assert partuuid.count("-> ../../vda") >= 2
 

@@ -90,12 +90,12 @@ def test_start_runs_commands_and_shows_status(installed, persist) -> None:
     # a copy of what the base's bootloader boots (aq.images.basekernel, aq.bootcopy).
     assert "direct kernel boot" in events[-2][2]
     # Its sysinit runs mdev, as setup-alpine's does, so the initramfs's own device
-    # helper only handled block devices (aq.coldplug), and sysinit's mdev made the rest
+    # helper only handled partitions (aq.coldplug), and sysinit's mdev made the rest
     # of /dev: its rules gave each command port a link (compared with a firmware boot
     # below).
-    assert "initramfs device helper for block devices only" in events[-2][2]
+    assert "initramfs device helper for partitions only" in events[-2][2]
     _DEV["direct"] = _dev_nodes(installed, persist)
-    # Block devices still went through mdev in the initramfs (for x86-64 guests the
+    # Partitions still went through mdev in the initramfs (for x86-64 guests the
     # helper is a small static program): only there can their by-partuuid links be made.
     partuuid = [n for n in _DEV["direct"] if n.startswith("'/dev/disk/by-partuuid/")]
     assert len(partuuid) == 3 and all("-> '../../vda" in n for n in partuuid)
@@ -215,7 +215,7 @@ def test_kill_9_of_qemu_is_recorded_as_crashed_then_two_starts_boot_it_once(
     assert "firmware boot (kernel copy stale: the last stop was not a clean" in starts[0]["detail"]
     assert "aq_probe=1" in installed.aq("exec", persist, "--", "cat", "/proc/cmdline").stdout
     # The firmware ran the initramfs's own device helper for every device; the direct
-    # boot before only for block devices. The guest's device nodes, owners, modes and
+    # boot before only for partitions. The guest's device nodes, owners, modes and
     # links are the same either way.
     assert _dev_nodes(installed, persist) == _DEV["direct"]
     assert installed.aq("exec", persist, "--", "cat", "/root/data").stdout == "kept\n"
