@@ -90,7 +90,9 @@ def wait(files: paths.VmFiles, ident: process.Identity, offset: int, timeout: fl
             raise BootFailed(
                 f"the guest was not ready within {timeout:.0f}s ({what})", guest_timed_out=True
             )
-        time.sleep(0.25)
+        # A ping that went unanswered has already waited; at once again, as an agent
+        # that opens its port while no ping is connected waits for the next one.
+        time.sleep(0.02 if plugged else 0.25)
 
 
 def add_other_slots(files: paths.VmFiles) -> str:

@@ -315,7 +315,20 @@ serve() {
 
 # Work folders of an earlier agent (one that was stopped with the guest, say): this
 # one has none yet, and a command still running from those sessions keeps its FIFOs.
-rm -rf /tmp/aq-exec.* /run/aq-exec.* /dev/shm/aq-exec.* "$TICK" 2>/dev/null
+# Looked for with builtins first: at boot there are none, and rm is a program.
+for old in /tmp/aq-exec.* /run/aq-exec.* /dev/shm/aq-exec.* "$TICK"; do
+	if [ -e "$old" ] || [ -L "$old" ]; then
+		rm -rf /tmp/aq-exec.* /run/aq-exec.* /dev/shm/aq-exec.* "$TICK" 2>/dev/null
+		break
+	fi
+done
 mkfifo -m 600 "$TICK" 2>/dev/null
-# One pipeline member per slot: all run at once, none with SIGINT ignored.
-eval "$(seq 0 $((SLOTS - 1)) | sed 's/.*/serve &/' | tr '\n' '|' | sed 's/|$//')"
+# One pipeline member per slot: all run at once, none with SIGINT ignored. Built
+# with builtins: the agent starts as the boot ends, when every program counts.
+members=
+slot_no=0
+while [ "$slot_no" -lt "$SLOTS" ]; do
+	members="$members${members:+ | }serve $slot_no"
+	slot_no=$((slot_no + 1))
+done
+eval "$members"
