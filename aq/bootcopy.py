@@ -29,7 +29,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from aq import coldplug, paths
+from aq import coldplug, paths, pvh
 from aq.errors import AqError
 from aq.guest import bootconfig, channel
 from aq.guest.wire import Bounded, ChannelError
@@ -55,12 +55,15 @@ class Copy:
     # The guest's sysinit replays every device event (aq.coldplug): the initrd file
     # then ends with aq's overlay, which narrows the initramfs's device helper.
     replays_devices: bool = False
+    # The kernel is also kept unpacked for QEMU's PVH entry (aq.pvh), and booted so.
+    pvh: bool = False
 
     def files(self, files: VmFiles) -> tuple[Path, Path | None]:
         return self.files_in(files.boot_copy)
 
     def files_in(self, folder: Path) -> tuple[Path, Path | None]:
-        return folder / "kernel", (folder / "initrd") if self.initrds else None
+        kernel = folder / (pvh.ELF_NAME if self.pvh else "kernel")
+        return kernel, (folder / "initrd") if self.initrds else None
 
 
 RECORD = "boot.json"
@@ -102,6 +105,8 @@ def share(source: Path, target: Path, only_current: bool = True) -> bool:
     if copy is None or (only_current and not copy.current):
         return False
     names = ["kernel", "initrd"] if copy.initrds else ["kernel"]
+    if copy.pvh:
+        names.append(pvh.ELF_NAME)
     try:
         paths.make_private_dir(target)
         for name in names:
@@ -273,6 +278,12 @@ def refresh(files: VmFiles, arch: str) -> str:
         if old is None or old.kernel_sha256 != kernel_sha or not kernel_file.is_file():
             _fetch(files, [kernel_path], kernel_file, KERNEL_MAX, kernel_sha)
             fetched.append("kernel")
+        unpacked = (
+            old is not None
+            and old.pvh
+            and "kernel" not in fetched
+            and (files.boot_copy / pvh.ELF_NAME).is_file()
+        ) or pvh.write_beside(kernel_file)
         initrd_file = files.boot_copy / "initrd"
         tail = coldplug.initrd_tail(replays, arch)
         if initrd_paths and (
@@ -286,7 +297,15 @@ def refresh(files: VmFiles, arch: str) -> str:
     except (bootconfig.Unsupported, AqError, OSError) as err:
         return f"kernel copy not refreshed: {getattr(err, 'message', None) or err}"
     copy = Copy(
-        config, kernel_path, initrd_paths, entry.append, kernel_sha, initrd_sha, True, replays
+        config,
+        kernel_path,
+        initrd_paths,
+        entry.append,
+        kernel_sha,
+        initrd_sha,
+        True,
+        replays,
+        unpacked,
     )
     _save(files, copy)
     took = time.monotonic() - started

@@ -164,7 +164,7 @@ def start(
     boot, why = bootcopy.usable(files)
     boot_note = f"firmware boot ({why})"
     if boot:
-        boot_note = "direct kernel boot"
+        boot_note = "direct kernel boot (PVH entry)" if boot.pvh else "direct kernel boot"
         if boot.replays_devices:  # aq.coldplug
             boot_note += "; initramfs device helper for partitions only (sysinit redoes /dev)"
     # A resume names no boot mode; should it fall back to a cold boot after all, the

@@ -89,6 +89,9 @@ def test_start_runs_commands_and_shows_status(installed, persist) -> None:
     # A new VM boots its base's kernel directly from its first start: the install kept
     # a copy of what the base's bootloader boots (aq.images.basekernel, aq.bootcopy).
     assert "direct kernel boot" in events[-2][2]
+    # Through the kernel's PVH entry: the copy keeps it unpacked (aq.pvh), so the guest
+    # does not unpack itself first.
+    assert "direct kernel boot (PVH entry)" in events[-2][2]
     # Its sysinit runs mdev, as setup-alpine's does, so the initramfs's own device
     # helper only handled partitions (aq.coldplug), and sysinit's mdev made the rest
     # of /dev: its rules gave each command port a link (compared with a firmware boot

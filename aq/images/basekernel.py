@@ -20,7 +20,7 @@ import shutil
 import tarfile
 from pathlib import Path
 
-from aq import coldplug, paths
+from aq import coldplug, paths, pvh
 from aq.bootcopy import INITRD_MAX, KERNEL_MAX, Copy, write_record
 from aq.guest import bootconfig
 
@@ -109,6 +109,7 @@ def capture(scratch: Path, dest: Path, arch: str) -> Copy:
             kernel_path, kernel = _resolve(found, config, entry.kernel)
             initrds = [_resolve(found, config, p) for p in entry.initrds]
             kernel_sha = _write(archive, [kernel], work / "kernel", KERNEL_MAX)
+            unpacked = pvh.write_beside(work / "kernel")
             initrd_sha = ""
             replays = bool(initrds) and coldplug.replays_devices(sysinit)
             if initrds:
@@ -124,6 +125,7 @@ def capture(scratch: Path, dest: Path, arch: str) -> Copy:
             initrd_sha,
             True,
             replays,
+            unpacked,
         )
         write_record(work, copy)
         shutil.rmtree(dest, ignore_errors=True)
