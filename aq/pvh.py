@@ -21,16 +21,19 @@ import struct
 import zlib
 from pathlib import Path
 
+from aq import paths
+
 ELF_MAX = 256 << 20  # unpacked bytes; Alpine's x86-64 kernel is 39 MB
 ELF_NAME = "kernel.elf"  # beside the copy's "kernel"
 _XEN_PHYS32_ENTRY = 18  # XEN_ELFNOTE_PHYS32_ENTRY: the PVH entry point
 _PT_NOTE = 4
 _EM_X86_64 = 62
+HEADER_SIZE = 0x250  # the boot header, up to the payload's offset and length
 
 
 def unpack(bzimage: bytes, limit: int = ELF_MAX) -> bytes | None:
     """The ELF kernel inside a bzImage whose payload is gzip, if it has a PVH entry."""
-    if len(bzimage) < 0x250 or bzimage[0x202:0x206] != b"HdrS":
+    if len(bzimage) < HEADER_SIZE or not _is_bzimage(bzimage):
         return None
     (version,) = struct.unpack_from("<H", bzimage, 0x206)
     if version < 0x208:  # boot protocol 2.08 added the payload's offset and length
@@ -49,6 +52,10 @@ def unpack(bzimage: bytes, limit: int = ELF_MAX) -> bytes | None:
     if inflater.unconsumed_tail:  # more than `limit`
         return None
     return elf if has_pvh_entry(elf) else None
+
+
+def _is_bzimage(head: bytes) -> bool:
+    return head[0x202:0x206] == b"HdrS"
 
 
 def has_pvh_entry(elf: bytes) -> bool:
@@ -89,15 +96,18 @@ def write_beside(kernel: Path) -> bool:
     """Write the PVH ELF of the bzImage `kernel` beside it (ELF_NAME), replacing any
     earlier one; False, and no ELF left there, when the kernel has none."""
     target = kernel.with_name(ELF_NAME)
-    elf = unpack(kernel.read_bytes())
+    with kernel.open("rb") as handle:
+        # The header first: an aarch64 Image (refreshed at every clean stop) is not
+        # read whole only to be refused.
+        head = handle.read(HEADER_SIZE)
+        elf = unpack(head + handle.read()) if _is_bzimage(head) else None
     if elf is None:
         target.unlink(missing_ok=True)
         return False
     temp = target.with_name(f".{ELF_NAME}.{os.getpid()}")
     try:
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(elf)
+        with paths.open_private(temp) as out:
+            out.write(elf)
         os.replace(temp, target)
     finally:
         temp.unlink(missing_ok=True)
