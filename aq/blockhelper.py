@@ -18,7 +18,7 @@ assembles each listing with binutils and checks the bytes, then runs each progra
 
 from __future__ import annotations
 
-import struct
+from aq import tinyelf
 
 # The strings both programs use, after their code: the listing and its bytes.
 DATA_SOURCE = """
@@ -130,47 +130,8 @@ AARCH64_CODE = (
 # (ELF machine number, code) by the guest's architecture.
 PROGRAMS = {"x86_64": (62, X86_64_CODE), "aarch64": (183, AARCH64_CODE)}
 
-LOAD_ADDRESS = 0x400000
-ALIGN = 0x10000  # the largest page size either architecture's kernels use
-
-
-def _elf(machine: int, code: bytes) -> bytes:
-    """A minimal static ELF executable: its header, one loadable read+execute segment
-    holding the whole file, the code right after the two headers; no sections."""
-    header_size, segment_size = 64, 56
-    size = header_size + segment_size + len(code)
-    ident = b"\x7fELF" + bytes([2, 1, 1]) + bytes(9)  # 64-bit, little-endian, version 1
-    header = ident + struct.pack(
-        "<HHIQQQIHHHHHH",
-        2,  # ET_EXEC
-        machine,
-        1,  # version
-        LOAD_ADDRESS + header_size + segment_size,  # entry: the code's first byte
-        header_size,  # the segment table right after this header
-        0,  # no section table
-        0,  # flags
-        header_size,
-        segment_size,
-        1,  # one segment
-        0,  # section header size, count and names' index: none
-        0,
-        0,
-    )
-    segment = struct.pack(
-        "<IIQQQQQQ",
-        1,  # PT_LOAD
-        5,  # PF_R | PF_X
-        0,  # from the file's start
-        LOAD_ADDRESS,
-        LOAD_ADDRESS,
-        size,
-        size,
-        ALIGN,
-    )
-    return header + segment + code
-
 
 def program(arch: str) -> bytes:
     """The executable for a guest of this architecture ("x86_64" or "aarch64")."""
     machine, code = PROGRAMS[arch]
-    return _elf(machine, code)
+    return tinyelf.executable(machine, code)

@@ -4,13 +4,15 @@ A clone of a live snapshot wakes up as its source: same hostname, same MAC insid
 guest (virtio-net's MAC travels in the migration stream), same DHCP lease, SSH host
 keys, machine-id and RNG state. Before it is called ready, the agent gives it its own:
 hostname, the MAC aq recorded for it, a fresh DHCP lease, new SSH host keys (made on
-the host and recorded as `aq ssh` does), a new machine-id, fresh entropy (besides
-QEMU's vmgenid device, which makes the kernel reseed itself), and the clock set to now.
+the host and recorded as `aq ssh` does), a new machine-id, fresh entropy with the
+kernel's RNG reseeded from it at once (aq.reseed; on x86-64, QEMU's vmgenid device
+does it too), and the clock set to now.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import time
 from pathlib import Path
 
@@ -23,12 +25,18 @@ from aq.store.models import Vm
 CLOCK = 'date -u -s "@$1" >/dev/null'
 
 # $1 now (seconds), $2 hostname, $3 MAC, $4 host entropy (hex), $5 the new SSH host
-# public key; stdin: its private key (made on the host: a clone's RNG may still be its
-# source's until it reseeds).
+# public key, $6 aq.reseed's program as a printf format; stdin: the host key's private
+# half (made on the host: the guest's RNG is its source's until it reseeds). Prints
+# "reseed STATUS", the program's exit status (0: reseeded; else the errno, or the
+# shell's 126/127 when it could not run it).
 IDENTITY = r"""
 set -u
 date -u -s "@$1" >/dev/null
 echo "$4" >/dev/urandom
+r=$(mktemp /tmp/aq-reseed.XXXXXX 2>/dev/null || mktemp /run/aq-reseed.XXXXXX) &&
+	printf "$6" >"$r" && chmod 700 "$r" && "$r"
+echo "reseed $?"
+rm -f "$r"
 old=$(hostname)
 echo "$2" >/etc/hostname && hostname "$2"
 if [ -f /etc/hosts ] && [ "$old" != localhost ] && [ "$old" != "$2" ]; then
@@ -71,11 +79,13 @@ def wait_agent(files: paths.VmFiles, deadline: float) -> None:
         time.sleep(0.05)
 
 
-def _run(files: paths.VmFiles, argv: list[str], stdin: bytes | None, what: str) -> None:
-    status, _, err = channel.capture(files, argv, stdin=stdin, timeout=120)
+def _run(files: paths.VmFiles, argv: list[str], stdin: bytes | None, what: str) -> bytes:
+    """Run `argv` in the guest; its stdout (bounded), or AqError when it failed."""
+    status, out, err = channel.capture(files, argv, stdin=stdin, timeout=120)
     if status != 0:
         reason = for_terminal(err[:2048].decode(errors="replace").strip(), one_line=True)
         raise AqError(f"could not {what} in the guest (status {status}): {reason}")
+    return out
 
 
 def set_clock(files: paths.VmFiles) -> None:
@@ -86,16 +96,29 @@ def set_clock(files: paths.VmFiles) -> None:
     _run(files, ["sh", "-c", CLOCK, "sh", str(int(time.time()))], None, "set the clock")
 
 
-def reset(files: paths.VmFiles, vm: Vm) -> None:
-    """Give a freshly resumed clone its own identity; record its new SSH host key."""
-    from aq import ssh
+def reset(files: paths.VmFiles, vm: Vm) -> str:
+    """Give a freshly resumed clone its own identity; record its new SSH host key.
+    Says, for the history, whether the guest's RNG was reseeded."""
+    from aq import reseed, ssh
     from aq.vm import record_host_key
 
     private, public = _host_key(vm.name)
-    args = [str(int(time.time())), vm.name, vm.mac, os.urandom(64).hex(), public]
-    _run(files, ["sh", "-c", IDENTITY, "sh", *args], private, "reset the identity")
+    program = reseed.printf_format(reseed.program(vm.arch))
+    args = [str(int(time.time())), vm.name, vm.mac, os.urandom(64).hex(), public, program]
+    out = _run(files, ["sh", "-c", IDENTITY, "sh", *args], private, "reset the identity")
     record_host_key(vm.name, public)
     paths.write_private(files.known_hosts, ssh.known_hosts_line(vm.name, public))
+    return reseed_outcome(out)
+
+
+def reseed_outcome(out: bytes) -> str:
+    """What the identity script's "reseed STATUS" line says (the guest's word, so
+    only a number is taken from it)."""
+    found = re.search(rb"^reseed (\d{1,3})$", out, re.MULTILINE)
+    if found is None:
+        return "RNG reseed not reported"
+    status = int(found.group(1))
+    return "RNG reseeded" if status == 0 else f"RNG not reseeded (status {status})"
 
 
 def _host_key(name: str) -> tuple[bytes, str]:

@@ -150,8 +150,8 @@ def wake(vm: Vm, files: paths.VmFiles, plan: Plan, timeout: float) -> str:
     if plan.source_vm_id == vm.id:
         identity.set_clock(files)
         return RESUMED
-    identity.reset(files, vm)
-    return f"{RESUMED} from a live snapshot; new identity"
+    reseeded = identity.reset(files, vm)
+    return f"{RESUMED} from a live snapshot; new identity; {reseeded}"
 
 
 def resume_error(reason: str) -> AqError:
