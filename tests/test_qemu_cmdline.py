@@ -53,10 +53,17 @@ def _pairs(argv: list[str]) -> list[tuple[str, str]]:
     ("host", "binary", "machine_arg", "accel", "cpu", "smp"),
     [
         ("mac-arm", "qemu-system-aarch64", "virt,highmem=on", "hvf", "host", "2"),
-        ("mac-intel", "qemu-system-x86_64", "pc", "hvf", "host", "2"),
-        ("linux-kvm", "qemu-system-x86_64", "pc", "kvm", "host", "2"),
+        ("mac-intel", "qemu-system-x86_64", cmdline.PC_MACHINE, "hvf", "host", "2"),
+        ("linux-kvm", "qemu-system-x86_64", cmdline.PC_MACHINE, "kvm", "host", "2"),
         # TCG: the measured defaults (aq.qemu.cmdline.tcg_cpus, cpu_model)
-        ("linux-tcg", "qemu-system-x86_64", "pc", "tcg,tb-size=64", "qemu64,-svm", "1"),
+        (
+            "linux-tcg",
+            "qemu-system-x86_64",
+            cmdline.PC_MACHINE,
+            "tcg,tb-size=64",
+            "qemu64,-svm",
+            "1",
+        ),
         (
             "linux-arm-tcg",
             "qemu-system-aarch64",
@@ -161,3 +168,15 @@ def test_unknown_accelerator_is_invalid_input() -> None:
 def test_serial_device() -> None:
     assert cmdline.serial_device("x86_64") == "ttyS0"
     assert cmdline.serial_device("aarch64") == "ttyAMA0"
+
+
+def test_the_pc_leaves_out_what_a_text_mode_vm_never_uses() -> None:
+    pairs = _pairs(_argv("linux-tcg"))
+    assert ("-machine", "pc,i8042=off,smbus=off,vmport=off") in pairs
+    assert ("-global", "PIIX4_PM.acpi-root-pci-hotplug=off") in pairs
+    assert ("-global", "PIIX4_PM.acpi-pci-hotplug-with-bridge-support=off") in pairs
+    # Not the HPET: with neither it nor the ACPI PM timer, a TCG guest's clock
+    # calibration can hang (QEMU's microvm, bench/BOOT-STALLS.md tenth pass).
+    assert "hpet=off" not in " ".join(_argv("linux-tcg"))
+    # arm's virt machine has none of these.
+    assert "-global" not in _argv("mac-arm")
