@@ -21,13 +21,12 @@ import struct
 import zlib
 from pathlib import Path
 
-from aq import paths
+from aq import paths, tinyelf
 
 ELF_MAX = 256 << 20  # unpacked bytes; Alpine's x86-64 kernel is 39 MB
 ELF_NAME = "kernel.elf"  # beside the copy's "kernel"
 _XEN_PHYS32_ENTRY = 18  # XEN_ELFNOTE_PHYS32_ENTRY: the PVH entry point
 _PT_NOTE = 4
-_EM_X86_64 = 62
 HEADER_SIZE = 0x250  # the boot header, up to the payload's offset and length
 
 
@@ -65,7 +64,7 @@ def has_pvh_entry(elf: bytes) -> bool:
     e_type, e_machine = struct.unpack_from("<HH", elf, 16)
     (e_phoff,) = struct.unpack_from("<Q", elf, 32)
     e_phentsize, e_phnum = struct.unpack_from("<HH", elf, 54)
-    if e_type != 2 or e_machine != _EM_X86_64 or e_phentsize < 56:
+    if e_type != 2 or e_machine != tinyelf.MACHINES["x86_64"] or e_phentsize < 56:
         return False
     for index in range(e_phnum):
         at = e_phoff + index * e_phentsize

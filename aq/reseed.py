@@ -82,14 +82,12 @@ AARCH64_CODE = (
     + PATH
 )
 
-# (ELF machine number, code) by the guest's architecture.
-PROGRAMS = {"x86_64": (62, X86_64_CODE), "aarch64": (183, AARCH64_CODE)}
+CODES = {"x86_64": X86_64_CODE, "aarch64": AARCH64_CODE}  # by the guest's architecture
 
 
 def program(arch: str) -> bytes:
     """The executable for a guest of this architecture ("x86_64" or "aarch64")."""
-    machine, code = PROGRAMS[arch]
-    return tinyelf.executable(machine, code)
+    return tinyelf.executable(arch, CODES[arch])
 
 
 def printf_format(data: bytes) -> str:

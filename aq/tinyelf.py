@@ -12,18 +12,20 @@ import struct
 
 LOAD_ADDRESS = 0x400000
 ALIGN = 0x10000  # the largest page size either architecture's kernels use
+MACHINES = {"x86_64": 62, "aarch64": 183}  # e_machine: EM_X86_64, EM_AARCH64
 
 
-def executable(machine: int, code: bytes) -> bytes:
-    """A minimal static ELF executable: its header, one loadable read+execute segment
-    holding the whole file, the code right after the two headers; no sections."""
+def executable(arch: str, code: bytes) -> bytes:
+    """A minimal static ELF executable for `arch`: its header, one loadable
+    read+execute segment holding the whole file, the code right after the two
+    headers; no sections."""
     header_size, segment_size = 64, 56
     size = header_size + segment_size + len(code)
     ident = b"\x7fELF" + bytes([2, 1, 1]) + bytes(9)  # 64-bit, little-endian, version 1
     header = ident + struct.pack(
         "<HHIQQQIHHHHHH",
         2,  # ET_EXEC
-        machine,
+        MACHINES[arch],
         1,  # version
         LOAD_ADDRESS + header_size + segment_size,  # entry: the code's first byte
         header_size,  # the segment table right after this header

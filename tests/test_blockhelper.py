@@ -36,16 +36,21 @@ def test_ci_has_the_tools_these_checks_need():
             assert shutil.which(tool), tool
 
 
+def assembled(folder, arch: str, listing: str) -> bytes:
+    """The machine code binutils makes of `listing` for `arch` (its .text, raw)."""
+    assembler, objcopy, _ = TOOLS[arch]
+    source = folder / "listing.s"
+    source.write_text("\t.text\n\t.globl _start\n" + listing)
+    obj, raw = folder / "listing.o", folder / "listing.bin"
+    subprocess.run([assembler, "-o", obj, source], check=True)
+    subprocess.run([objcopy, "-O", "binary", "-j", ".text", obj, raw], check=True)
+    return raw.read_bytes()
+
+
 @pytest.mark.parametrize("arch", ARCHES)
 def test_the_code_is_its_listing_assembled(tmp_path, arch):
     """The bytes shipped are what binutils makes of the listing, nothing else."""
-    assembler, objcopy, _ = TOOLS[arch]
-    source = tmp_path / "helper.s"
-    source.write_text("\t.text\n\t.globl _start\n" + SOURCES[arch])
-    obj, raw = tmp_path / "helper.o", tmp_path / "helper.bin"
-    subprocess.run([assembler, "-o", obj, source], check=True)
-    subprocess.run([objcopy, "-O", "binary", "-j", ".text", obj, raw], check=True)
-    assert raw.read_bytes() == CODES[arch]
+    assert assembled(tmp_path, arch, SOURCES[arch]) == CODES[arch]
 
 
 @pytest.mark.parametrize(("arch", "machine"), [("x86_64", "X86-64"), ("aarch64", "AArch64")])

@@ -14,22 +14,15 @@ import subprocess
 import pytest
 
 from aq import identity, reseed
-from tests.test_blockhelper import TOOLS
+from tests.test_blockhelper import TOOLS, assembled
 
 SOURCES = {"x86_64": reseed.X86_64_SOURCE, "aarch64": reseed.AARCH64_SOURCE}
-CODES = {"x86_64": reseed.X86_64_CODE, "aarch64": reseed.AARCH64_CODE}
 ARCHES = sorted(SOURCES)
 
 
 @pytest.mark.parametrize("arch", ARCHES)
 def test_the_code_is_its_listing_assembled(tmp_path, arch):
-    assembler, objcopy, _ = TOOLS[arch]
-    source = tmp_path / "reseed.s"
-    source.write_text("\t.text\n\t.globl _start\n" + SOURCES[arch])
-    obj, raw = tmp_path / "reseed.o", tmp_path / "reseed.bin"
-    subprocess.run([assembler, "-o", obj, source], check=True)
-    subprocess.run([objcopy, "-O", "binary", "-j", ".text", obj, raw], check=True)
-    assert raw.read_bytes() == CODES[arch]
+    assert assembled(tmp_path, arch, SOURCES[arch]) == reseed.CODES[arch]
 
 
 def _run(folder, arch: str, device: bytes = b"/dev/urandom") -> int:
