@@ -2,14 +2,16 @@
 
 It does what this shell script would:
 
-    [ "$DEVTYPE" = partition ] && exec /bin/busybox mdev
+    [ "$DEVTYPE" = partition ] && exec /sbin/aq-partition
     exit 0
 
 but as a static program of about 240 bytes for each architecture aq runs. The
 initramfs's nlplug-findfs runs its helper for one device event at a time, about 110 of
 them before the root disk's, and under TCG the script cost 22 ms an event (a
 dynamically linked busybox started, then the script read): 2 s of every boot. The
-program costs a fork and an exec (bench/BOOT-STALLS.md, eighth pass).
+program costs a fork and an exec (bench/BOOT-STALLS.md, eighth pass). A partition's
+event goes on to aq.coldplug's PARTITION_SCRIPT, which sits beside it in the same
+archive (its path is SCRIPT here).
 
 The machine code is kept beside its assembly listing; tests/test_blockhelper.py
 assembles each listing with binutils and checks the bytes, then runs each program
@@ -20,19 +22,21 @@ from __future__ import annotations
 
 from aq import tinyelf
 
+SCRIPT = "/sbin/aq-partition"  # where aq.coldplug puts the partitions' script
+
 # The strings both programs use, after their code: the listing and its bytes.
 DATA_SOURCE = """
 want:
     .asciz  "DEVTYPE=partition"
-busybox:
-    .asciz  "/bin/busybox"
+script:
+    .asciz  "/sbin/aq-partition"
 mdev:
     .asciz  "mdev"
 """
-STRINGS = b"DEVTYPE=partition\0/bin/busybox\0mdev\0"
+STRINGS = b"DEVTYPE=partition\0/sbin/aq-partition\0mdev\0"
 
 # Both programs: if the environment holds exactly DEVTYPE=partition,
-# execve("/bin/busybox", ["mdev", NULL], envp); else, or if that fails, exit(0).
+# execve(SCRIPT, ["mdev", NULL], envp); else, or if that fails, exit(0).
 # Position-independent, so they run wherever they are loaded.
 X86_64_SOURCE = (
     """
@@ -59,7 +63,7 @@ same:                               # equal to want, its NUL included?
     push    %rax
     mov     %rsp, %rsi
     mov     %r8, %rdx               # the event's own environment
-    lea     busybox(%rip), %rdi
+    lea     script(%rip), %rdi
     mov     $59, %eax               # execve
     syscall
 done:                               # also where a failed execve lands
@@ -91,7 +95,7 @@ same:                               // equal to want, its NUL included?
     stp     x5, xzr, [sp, #-16]!
     mov     x1, sp
     mov     x2, x9                  // the event's own environment
-    adr     x0, busybox
+    adr     x0, script
     mov     x8, #221                // execve
     svc     #0
 done:                               // also where a failed execve lands
@@ -108,7 +112,7 @@ X86_64_CODE = (
         "488b324885f67439"  # next: the next variable; none left: done
         "4883c208488d3d37000000"  # want
         "8a073a0675e748ffc648ffc784c075f0"  # same: compare up to want's NUL
-        "6a00488d053d000000504889e6"  # argv = {"mdev", NULL} on the stack
+        "6a00488d0543000000504889e6"  # argv = {"mdev", NULL} on the stack
         "4c89c2488d3d22000000b83b0000000f05"  # execve
         "b83c00000031ff0f05"  # done: exit(0)
     )
@@ -120,7 +124,7 @@ AARCH64_CODE = (
         "e10340f9e9430091290d018be20309aa"  # argc, envp
         "438440f8c30100b404020010"  # next: the next variable; none left: done; want
         "8514403866144038bf00066b41ffff5485ffff35"  # same: compare up to want's NUL
-        "25020070e57fbfa9e1030091"  # argv = {"mdev", NULL} on the stack
+        "65020030e57fbfa9e1030091"  # argv = {"mdev", NULL} on the stack
         "e20309aa40010050a81b80d2010000d4"  # execve
         "000080d2a80b80d2010000d4"  # done: exit(0)
     )

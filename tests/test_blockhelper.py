@@ -65,16 +65,19 @@ def test_each_program_is_an_executable_readelf_accepts(tmp_path, arch, machine):
     assert "LOAD" in out and "R E" in out
 
 
-def _run(folder, arch: str, env: dict[str, str], busybox: bytes = b"./fake-bb.sh"):
-    """The program for `arch` run in `folder` with exactly `env`, its busybox path
-    replaced by `busybox` (of the same length, so the code is unchanged); ./fake-bb.sh
-    there says how it was run."""
+SCRIPT = blockhelper.SCRIPT.encode()
+FAKE = b"./fake-script".ljust(len(SCRIPT), b"_")  # the same length: the code is unchanged
+
+
+def _run(folder, arch: str, env: dict[str, str], script: bytes = FAKE):
+    """The program for `arch` run in `folder` with exactly `env`, its script's path
+    replaced by `script`; the fake script there says how it was run."""
     code = blockhelper.program(arch)
-    assert code.count(b"/bin/busybox\0") == 1 and len(busybox) == len(b"/bin/busybox")
+    assert code.count(SCRIPT + b"\0") == 1 and len(script) == len(SCRIPT)
     program = folder / "mdev"
-    program.write_bytes(code.replace(b"/bin/busybox\0", busybox + b"\0"))
+    program.write_bytes(code.replace(SCRIPT + b"\0", script + b"\0"))
     program.chmod(0o755)
-    fake = folder / "fake-bb.sh"
+    fake = folder / FAKE.decode()
     fake.write_text('#!/bin/sh\necho "ran $# [$DEVTYPE] [$DEVNAME]"\nexit 7\n')
     fake.chmod(0o755)
     return subprocess.run(
@@ -88,10 +91,10 @@ def _run(folder, arch: str, env: dict[str, str], busybox: bytes = b"./fake-bb.sh
 
 
 @pytest.mark.parametrize("arch", ARCHES)
-def test_a_partition_event_goes_to_mdev(tmp_path, arch):
+def test_a_partition_event_goes_to_the_partitions_script(tmp_path, arch):
     event = {"ACTION": "add", "SUBSYSTEM": "block", "DEVTYPE": "partition", "DEVNAME": "vda3"}
     result = _run(tmp_path, arch, event)
-    # Busybox is exec'd in its place, with no arguments and the event's environment.
+    # The script is exec'd in its place, with no arguments and the event's environment.
     assert (result.returncode, result.stdout) == (7, "ran 0 [partition] [vda3]\n")
 
 
@@ -116,6 +119,7 @@ def test_every_other_event_ends_at_once(tmp_path, arch, env):
 
 
 @pytest.mark.parametrize("arch", ARCHES)
-def test_it_ends_quietly_when_busybox_is_missing(tmp_path, arch):
-    result = _run(tmp_path, arch, {"DEVTYPE": "partition"}, busybox=b"/nonexistent")
+def test_it_ends_quietly_when_the_script_is_missing(tmp_path, arch):
+    missing = b"/nonexistent".ljust(len(SCRIPT), b"_")
+    result = _run(tmp_path, arch, {"DEVTYPE": "partition"}, script=missing)
     assert (result.returncode, result.stdout) == (0, "")
