@@ -29,7 +29,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from aq import coldplug, paths, pvh
+from aq import coldplug, initramfs, paths, pvh
 from aq.errors import AqError
 from aq.guest import bootconfig, channel
 from aq.guest.wire import Bounded, ChannelError
@@ -206,10 +206,16 @@ class _BoundedFile:
 
 
 def _fetch(
-    files: VmFiles, guest_paths: list[str], target: Path, limit: int, sha: str, tail: bytes = b""
+    files: VmFiles,
+    guest_paths: list[str],
+    target: Path,
+    limit: int,
+    sha: str,
+    tail: bytes | None = None,
 ) -> None:
-    """Concatenate the guest files into `target`, only if what came has sha256 `sha`;
-    `tail` (aq's own bytes) goes after them."""
+    """Concatenate the guest files into `target`, only if what came has sha256 `sha`.
+    With a `tail` (aq's own bytes, maybe none) they are an initramfs: unpacked when it
+    can be (aq.initramfs), then the tail after them."""
     temp = target.with_suffix(".part")
     try:
         with paths.open_private(temp) as handle:
@@ -223,7 +229,10 @@ def _fetch(
                 raise bootconfig.Unsupported(f"could not read {' '.join(guest_paths)} in the guest")
             if sink.digest.hexdigest() != sha:
                 raise bootconfig.Unsupported(f"{guest_paths[0]} changed while it was read")
-            handle.write(tail)
+            if tail is not None:
+                handle.write(tail)
+        if tail is not None:
+            initramfs.unpack_file(temp, len(tail))
         temp.replace(target)
     finally:
         temp.unlink(missing_ok=True)

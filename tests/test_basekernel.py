@@ -7,6 +7,7 @@ start then says "direct kernel boot".
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import tarfile
@@ -73,6 +74,22 @@ def test_a_grub_install_on_aarch64(tmp_path) -> None:
     copy = basekernel.capture(scratch, tmp_path / "b", "aarch64")
     assert copy.config == "/boot/grub/grub.cfg" and copy.kernel == "/boot/vmlinuz-virt"
     assert copy.initrds == ["/boot/initramfs-virt"] and copy.append.startswith("root=UUID=9a9a")
+
+
+def test_a_gzipped_initramfs_is_captured_unpacked(tmp_path) -> None:
+    archive = coldplug._entry("init", 1, 0o100755, b"#!/bin/sh\n") + coldplug._entry(
+        "TRAILER!!!", 0, 0
+    )
+    packed = gzip.compress(archive, mtime=0)
+    boot = {
+        "boot/extlinux.conf": ALPINE_EXTLINUX.encode(),
+        "boot/vmlinuz-virt": KERNEL,
+        "boot/initramfs-virt": packed,
+    }
+    sysinit = {"etc/runlevels/sysinit/mdev": "/etc/init.d/mdev"}
+    copy = basekernel.capture(_tar(tmp_path / "s", boot, sysinit), tmp_path / "b", "x86_64")
+    assert (tmp_path / "b" / "initrd").read_bytes() == archive + coldplug.overlay("x86_64")
+    assert copy.initrd_sha256 == hashlib.sha256(packed).hexdigest()  # the guest's file
 
 
 def test_an_install_whose_sysinit_redoes_dev_idles_the_initramfs_helper(tmp_path) -> None:

@@ -277,6 +277,24 @@ def test_a_guest_that_redoes_dev_boots_with_the_initramfs_helper_idle(guest):
     assert fake.reads == ["/boot/initramfs-virt"]
 
 
+def test_a_gzipped_initramfs_is_kept_unpacked_with_aqs_archive_after_it(guest):
+    fake, files = guest
+    archive = coldplug._entry("init", 1, 0o100755, b"#!/bin/sh\n") + coldplug._entry(
+        "TRAILER!!!", 0, 0
+    )
+    packed = gzip.compress(archive, mtime=0)
+    fake.fs["/boot/initramfs-virt"] = packed
+    fake.fs["/etc/runlevels/sysinit/mdev"] = b""
+    bootcopy.refresh(files, "x86_64")
+    copy, _ = bootcopy.usable(files)
+    # The guest's kernel then has nothing to inflate (aq.initramfs); the record keeps
+    # the guest's own file's sha256, so the next stop finds the copy current.
+    assert copy.files(files)[1].read_bytes() == archive + coldplug.overlay("x86_64")
+    assert copy.initrd_sha256 == hashlib.sha256(packed).hexdigest()
+    fake.reads.clear()
+    assert "unchanged" in bootcopy.refresh(files, "x86_64") and fake.reads == []
+
+
 def test_a_copy_with_an_older_aqs_helper_is_fetched_again_at_the_next_stop(guest):
     fake, files = guest
     fake.fs["/etc/runlevels/sysinit/mdev"] = b""

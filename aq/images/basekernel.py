@@ -20,7 +20,7 @@ import shutil
 import tarfile
 from pathlib import Path
 
-from aq import coldplug, paths, pvh
+from aq import coldplug, initramfs, paths, pvh
 from aq.bootcopy import INITRD_MAX, KERNEL_MAX, Copy, write_record
 from aq.guest import bootconfig
 
@@ -116,6 +116,7 @@ def capture(scratch: Path, dest: Path, arch: str) -> Copy:
                 members = [m for _, m in initrds]
                 tail = coldplug.initrd_tail(replays, arch)
                 initrd_sha = _write(archive, members, work / "initrd", INITRD_MAX, tail)
+                initramfs.unpack_file(work / "initrd", len(tail))
         copy = Copy(
             config,
             kernel_path,
