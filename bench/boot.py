@@ -11,6 +11,8 @@ since the start, so the next stall shows at a glance.
 
 Run: .venv/bin/python bench/boot.py            (TCG: a few minutes)
      .venv/bin/python bench/boot.py --rounds 3  (alternating; medians, for a noisy host)
+     .venv/bin/python bench/boot.py --rounds 5 --together  (both boots at once, one core
+       each: a shared host's changing speed then slows both alike; needs 2+ cores)
      .venv/bin/python bench/boot.py --stock-only --ports 24 --smp 2 --cpu max
        (experiments: the stock line plus N virtio-serial ports, other vCPUs or CPU model)
 """
@@ -18,6 +20,7 @@ Run: .venv/bin/python bench/boot.py            (TCG: a few minutes)
 from __future__ import annotations
 
 import argparse
+import functools
 import re
 import shlex
 import statistics
@@ -200,6 +203,25 @@ def aq_boot() -> tuple[float, Timeline]:
     return took, timeline
 
 
+def together(disk: Path, boot_stock) -> tuple[float, Timeline, Timeline]:
+    """`aq start` and the stock line booting at the same moment, each QEMU on its own
+    core: whatever the shared host does to its speed (the rounds' spread, bench/
+    BOOT-STALLS.md) it does to both at once. The stock line boots a copy of the VM's
+    disk taken before (QEMU locks the disk aq's QEMU writes)."""
+    import shutil
+    import threading
+
+    with tempfile.TemporaryDirectory(prefix="aq-bench-together-") as tmp:
+        copy = Path(tmp) / "disk.qcow2"
+        shutil.copyfile(disk, copy)
+        result: dict[str, Timeline] = {}
+        stock = threading.Thread(target=lambda: result.update(stock=boot_stock(copy)))
+        stock.start()
+        took, ours = aq_boot()
+        stock.join()
+        return took, ours, result["stock"]
+
+
 def _warm_up(paths) -> None:
     """Host keys are made at a VM's first boot, and a clean stop makes its kernel copy
     current: what every later start of a VM looks like, so that is what is measured."""
@@ -224,6 +246,11 @@ def main() -> int:
     ap.add_argument("--extra", default="", help="more QEMU options for the stock line")
     ap.add_argument("--accel", default="tcg", help="-accel on the stock line (tcg,tb-size=64)")
     ap.add_argument("--rounds", type=int, default=1, help="alternate aq and stock N times")
+    ap.add_argument(
+        "--together",
+        action="store_true",
+        help="boot aq and the stock line at the same time, one vCPU each (needs 2+ cores)",
+    )
     args = ap.parse_args()
     extra = shlex.split(args.extra)
     label = f"stock QEMU -smp {args.smp} -cpu {args.cpu or 'default'} + {args.ports} ports"
@@ -238,12 +265,20 @@ def main() -> int:
         rows = []
         for _ in range(args.rounds):
             ours = None
-            if not args.stock_only:
+            options = {"ports": args.ports, "smp": args.smp, "cpu": args.cpu, "accel": args.accel}
+            boot_stock = functools.partial(stock_boot, extra=extra, **options)
+            if args.together and not args.stock_only:
                 _warm_up(paths)
-                took, ours = aq_boot()
-                print(f"aq start: {start_detail()}")
+                took, ours, stock = together(disk, boot_stock)
+                print(f"aq start: {start_detail()} (together with the stock line)")
                 aq("stop", NAME)
-            stock = stock_boot(disk, args.ports, args.smp, args.cpu, extra, args.accel)
+            else:
+                if not args.stock_only:
+                    _warm_up(paths)
+                    took, ours = aq_boot()
+                    print(f"aq start: {start_detail()}")
+                    aq("stop", NAME)
+                stock = boot_stock(disk)
             if ours is not None:
                 ours.show("cold aq start", args.all)
             stock.show(label, args.all)
