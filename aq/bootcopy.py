@@ -214,7 +214,7 @@ def _fetch(
     tail: bytes | None = None,
 ) -> None:
     """Concatenate the guest files into `target`, only if what came has sha256 `sha`.
-    With a `tail` (aq's own bytes, maybe none) they are an initramfs: unpacked when it
+    With a `tail` (aq's own bytes, possibly empty) they are an initramfs: unpacked when it
     can be (aq.initramfs), then the tail after them."""
     temp = target.with_suffix(".part")
     try:
