@@ -17,13 +17,11 @@ the guest's kernel inflates it as before.
 from __future__ import annotations
 
 import os
-import zlib
 from pathlib import Path
 
-from aq import paths
+from aq import gunzip, paths
 
 UNPACKED_MAX = 128 << 20  # bytes; Alpine's initramfs unpacks to about 12.5 MB
-_GZIP = b"\x1f\x8b"
 _CPIO = (b"070701", b"070702")  # newc, and newc with checksums
 
 
@@ -33,18 +31,13 @@ def unpacked(data: bytes, limit: int = UNPACKED_MAX) -> bytes | None:
     out = bytearray()
     rest = data
     while rest:
-        if rest[:2] != _GZIP:
+        found = gunzip.member(rest, limit - len(out))
+        if found is None or found[0][:6] not in _CPIO:
             return None
-        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        try:
-            chunk = inflater.decompress(rest, limit - len(out) + 1)
-        except zlib.error:
-            return None
-        if not inflater.eof or len(out) + len(chunk) > limit or chunk[:6] not in _CPIO:
-            return None
+        chunk, rest = found
         out += chunk
         out += b"\0" * (-len(out) % 4)  # the next archive starts on a 4-byte boundary
-        rest = inflater.unused_data.lstrip(b"\0")
+        rest = rest.lstrip(b"\0")
     return bytes(out) if out else None
 
 

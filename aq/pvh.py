@@ -18,10 +18,9 @@ from __future__ import annotations
 
 import os
 import struct
-import zlib
 from pathlib import Path
 
-from aq import paths, tinyelf
+from aq import gunzip, paths, tinyelf
 
 ELF_MAX = 256 << 20  # unpacked bytes; Alpine's x86-64 kernel is 39 MB
 ELF_NAME = "kernel.elf"  # beside the copy's "kernel"
@@ -41,16 +40,10 @@ def unpack(bzimage: bytes, limit: int = ELF_MAX) -> bytes | None:
     offset, length = struct.unpack_from("<II", bzimage, 0x248)
     start = (setup_sectors + 1) * 512 + offset
     payload = bzimage[start : start + length]
-    if len(payload) != length or payload[:2] != b"\x1f\x8b":
+    if len(payload) != length:
         return None
-    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    try:
-        elf = inflater.decompress(payload, limit)
-    except zlib.error:
-        return None
-    if inflater.unconsumed_tail:  # more than `limit`
-        return None
-    return elf if has_pvh_entry(elf) else None
+    found = gunzip.member(payload, limit)
+    return found[0] if found is not None and has_pvh_entry(found[0]) else None
 
 
 def _is_bzimage(head: bytes) -> bool:

@@ -263,10 +263,10 @@ def main() -> int:
         aq("stop", NAME, "--force", check=False)
         disk = paths.vm_files(NAME).disk
         rows = []
+        options = {"ports": args.ports, "smp": args.smp, "cpu": args.cpu, "accel": args.accel}
+        boot_stock = functools.partial(stock_boot, extra=extra, **options)
         for _ in range(args.rounds):
             ours = None
-            options = {"ports": args.ports, "smp": args.smp, "cpu": args.cpu, "accel": args.accel}
-            boot_stock = functools.partial(stock_boot, extra=extra, **options)
             if args.together and not args.stock_only:
                 _warm_up(paths)
                 took, ours, stock = together(disk, boot_stock)

@@ -20,6 +20,7 @@ from aq.guest.bootconfig import Unsupported
 from aq.images import basekernel
 from aq.paths import VmFiles
 from tests.test_bootcopy import ALPINE_EXTLINUX, GRUB_CFG
+from tests.test_initramfs import ARCHIVE
 
 KERNEL = b"MZ kernel image" * 100
 INITRD = b"\x1f\x8b initramfs" * 100
@@ -77,10 +78,7 @@ def test_a_grub_install_on_aarch64(tmp_path) -> None:
 
 
 def test_a_gzipped_initramfs_is_captured_unpacked(tmp_path) -> None:
-    archive = coldplug._entry("init", 1, 0o100755, b"#!/bin/sh\n") + coldplug._entry(
-        "TRAILER!!!", 0, 0
-    )
-    packed = gzip.compress(archive, mtime=0)
+    packed = gzip.compress(ARCHIVE, mtime=0)
     boot = {
         "boot/extlinux.conf": ALPINE_EXTLINUX.encode(),
         "boot/vmlinuz-virt": KERNEL,
@@ -88,7 +86,7 @@ def test_a_gzipped_initramfs_is_captured_unpacked(tmp_path) -> None:
     }
     sysinit = {"etc/runlevels/sysinit/mdev": "/etc/init.d/mdev"}
     copy = basekernel.capture(_tar(tmp_path / "s", boot, sysinit), tmp_path / "b", "x86_64")
-    assert (tmp_path / "b" / "initrd").read_bytes() == archive + coldplug.overlay("x86_64")
+    assert (tmp_path / "b" / "initrd").read_bytes() == ARCHIVE + coldplug.overlay("x86_64")
     assert copy.initrd_sha256 == hashlib.sha256(packed).hexdigest()  # the guest's file
 
 
