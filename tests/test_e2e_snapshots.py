@@ -31,9 +31,9 @@ def twins(installed, shared_vm):
             installed.popen("start", name, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
             for name in CLONES
         ]
-        for proc in starts:
+        for name, proc in zip(CLONES, starts, strict=True):
             _, err = proc.communicate(timeout=900)
-            assert proc.returncode == 0, err
+            assert proc.returncode == 0, (err, installed.console_tail(name))
         yield CLONES
     finally:
         for name in CLONES:
