@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import zlib
 
 import pytest
 
@@ -125,8 +126,21 @@ class FakeGuest:
     def __init__(self, fs: dict[str, bytes]) -> None:
         self.fs = fs
         self.reads: list[str] = []
+        self.commands: list[str] = []
+        self.has_stat = True
 
     def capture(self, _files, argv, timeout=None, limit=0, stdin=None):
+        self.commands.append(argv[0])
+        if argv[0] == "stat" and self.has_stat:
+            # A write gives a file a new ctime: here, one that follows its content.
+            lines = [
+                f"{p} {len(self.fs[p])} 1 {zlib.crc32(self.fs[p])} 7\n"
+                for p in argv[3:]
+                if p in self.fs
+            ]
+            return (0 if len(lines) == len(argv) - 3 else 1), "".join(lines).encode(), b""
+        if argv[0] == "stat":
+            return 127, b"", b"sh: stat: not found"
         if argv[0] == "head":
             path = argv[-1]
             if path not in self.fs:
@@ -182,8 +196,33 @@ def test_refresh_fetches_once_then_only_compares(guest):
     assert copy.append.endswith("console=ttyS0,115200")
     assert (files.boot_copy / "boot.json").stat().st_mode & 0o077 == 0
     fake.reads.clear()
+    fake.commands.clear()
     assert bootcopy.refresh(files, "x86_64").startswith("kernel copy current (unchanged")
     assert fake.reads == []
+    # Unwritten since (the guest's stat says the same): not even read to be hashed.
+    assert "sha256sum" not in fake.commands
+
+
+def test_without_stat_the_files_are_hashed_at_every_refresh(guest):
+    fake, files = guest
+    fake.has_stat = False
+    bootcopy.refresh(files, "x86_64")
+    fake.commands.clear()
+    assert bootcopy.refresh(files, "x86_64").startswith("kernel copy current (unchanged")
+    assert "sha256sum" in fake.commands
+
+
+def test_initramfs_files_in_another_order_are_fetched_again(guest):
+    fake, files = guest
+    fake.fs["/boot/extra"] = b"E" * 10
+    conf = fake.fs["/boot/extlinux.conf"]
+    fake.fs["/boot/extlinux.conf"] = conf.replace(b"initramfs-virt", b"initramfs-virt,/boot/extra")
+    bootcopy.refresh(files, "x86_64")
+    fake.fs["/boot/extlinux.conf"] = conf.replace(b"initramfs-virt", b"extra,/boot/initramfs-virt")
+    fake.reads.clear()
+    assert "fetched initramfs" in bootcopy.refresh(files, "x86_64")
+    copy, _ = bootcopy.usable(files)
+    assert copy.files(files)[1].read_bytes() == b"E" * 10 + b"I" * 500
 
 
 def test_a_start_makes_the_copy_stale_until_the_next_clean_stop(guest):
