@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import itertools
 import os
 import select
 import selectors
@@ -141,12 +142,18 @@ def slot(files: VmFiles, wait: float = 60.0) -> Iterator[Slot]:
         held.close()
 
 
+_held_before = itertools.count()  # slots this process has asked for: see _plugged
+
+
 def _plugged(files: VmFiles) -> list[int]:
-    """The plugged-in slots, in the order to try them: spread by pid, so that execs in
-    a row use different slots while the agent re-arms the last one, and slots plugged
-    in the last ARMING seconds (once the VM got ready) last, as the agent is likely
+    """The plugged-in slots, in the order to try them: spread by pid and by how many
+    this process asked for before, so that execs in a row (several aq commands, or
+    several sessions of one, like a kernel copy's refresh) use different slots while
+    the agent re-arms the last one: a start that reaches a slot while it re-arms is
+    dropped there and sent again only after START_REPEAT (1 s). Slots plugged in the
+    last ARMING seconds (once the VM got ready) come last, as the agent is likely
     still arming them (under TCG, about 0.2 s of guest time each, all at once)."""
-    first = os.getpid() % SLOTS
+    first = (os.getpid() + next(_held_before)) % SLOTS
     now = time.time()
     found = []
     for offset in range(SLOTS):
