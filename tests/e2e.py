@@ -93,17 +93,6 @@ class Home:
     def db(self) -> sqlite3.Connection:
         return sqlite3.connect(self.path / "aq.db")
 
-    def console_tail(self, vm: str, size: int = 4000) -> str:
-        """The end of a VM's console log, for a failure's message (the VM may be gone
-        by the time anyone reads the test's output)."""
-        try:
-            with open(self.path / "vms" / vm / "console.log", "rb") as log:
-                log.seek(0, os.SEEK_END)
-                log.seek(max(log.tell() - size, 0))
-                return log.read().decode(errors="replace")
-        except OSError as err:
-            return f"(no console log: {err})"
-
 
 def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -9,6 +9,8 @@ import time
 
 import pytest
 
+from aq.console.expect import transcript_tail
+
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(1800)]
 
 TAG = "e2e-live"
@@ -33,7 +35,9 @@ def twins(installed, shared_vm):
         ]
         for name, proc in zip(CLONES, starts, strict=True):
             _, err = proc.communicate(timeout=900)
-            assert proc.returncode == 0, (err, installed.console_tail(name))
+            # The clone's console, kept in the message: the cleanup removes the clone.
+            console = transcript_tail(installed.path / "vms" / name / "console.log", 40)
+            assert proc.returncode == 0, (err, console)
         yield CLONES
     finally:
         for name in CLONES:
