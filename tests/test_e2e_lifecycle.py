@@ -135,7 +135,14 @@ def test_start_when_running_changes_nothing(installed, persist) -> None:
 
 def test_port_forward_reaches_a_listener_in_the_guest(installed, shared_vm) -> None:
     # Alpine's busybox has no httpd applet (that is busybox-extras); nc serves replies.
-    reply = '#!/bin/sh\nprintf "HTTP/1.0 200 OK\\r\\n\\r\\nhello-from-guest\\n"\n'
+    # The script reads the request up to its blank line first: a socket closed with
+    # unread bytes sends a reset, which can overtake the reply on its way out through
+    # QEMU's user network (once seen as an empty body).
+    reply = (
+        "#!/bin/sh\n"
+        'while read -r line && [ "${#line}" -gt 1 ]; do :; done\n'
+        'printf "HTTP/1.0 200 OK\\r\\n\\r\\nhello-from-guest\\n"\n'
+    )
     installed.sh(shared_vm, "cat > /root/reply; chmod +x /root/reply", input=reply)
     installed.sh(
         shared_vm,
