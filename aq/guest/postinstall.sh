@@ -142,9 +142,16 @@ rm -f "$mnt"/etc/ssh/ssh_host_*
 # 8b. No ARP probe of the leased address: QEMU's user network holds only the guest
 # and QEMU's own addresses, so no other host can hold it, and dhcpcd's probe adds
 # about 5 s to every boot (measured under TCG, and the same on a fast accelerator).
-if [ -f "$mnt/etc/dhcpcd.conf" ] && ! grep -qx "noarp" "$mnt/etc/dhcpcd.conf"; then
-	printf '\n# aq: QEMU user networking, no other host on the link (see aq postinstall)\nnoarp\n' \
-		>> "$mnt/etc/dhcpcd.conf"
+# No random delay before the first DHCP message either (0-1 s of every boot): it
+# spreads many clients' starts over time on a shared network, and QEMU's DHCP server
+# serves this guest alone.
+if [ -f "$mnt/etc/dhcpcd.conf" ]; then
+	for option in noarp nodelay; do
+		if ! grep -qx "$option" "$mnt/etc/dhcpcd.conf"; then
+			printf '\n# aq: QEMU user networking, no other host on the link (see aq postinstall)\n%s\n' \
+				"$option" >> "$mnt/etc/dhcpcd.conf"
+		fi
+	done
 fi
 
 # 8c. An initramfs for the disks aq gives a VM (virtio, ext4) and nothing more:
