@@ -86,6 +86,10 @@ def test_start_runs_commands_and_shows_status(installed, persist) -> None:
     # nor wait a random time before asking for it (0-1 s).
     options = installed.sh(persist, "grep -x -e noarp -e nodelay /etc/dhcpcd.conf").stdout
     assert options.split() == ["noarp", "nodelay"]
+    # No gettys on the virtual consoles, which nobody can see (no display): the serial
+    # console's is the only one.
+    gettys = installed.sh(persist, "ps -o args | grep '^/sbin/getty' || true").stdout
+    assert [line.split()[-2:] for line in gettys.splitlines()] == [["ttyS0", "vt100"]]
     events = _events(installed, persist)
     assert [e[:2] for e in events[-2:]] == [("start", "booting"), ("ready", "running")]
     # A new VM boots its base's kernel directly from its first start: the install kept

@@ -42,6 +42,12 @@ if ! grep -q "^$tty::" "$mnt/etc/inittab"; then
 	fi
 fi
 
+# 1b. No gettys on the virtual consoles (tty1-tty6): an aq VM has no display (QEMU
+# runs with -nodefaults -display none), so nobody can reach them, and init starting
+# six of them took 1.3-1.7 s of every TCG boot, just before the agent (three
+# alternating boots each, bench/BOOT-STALLS.md). The serial console keeps its login.
+sed -i 's|^\(tty[0-9][0-9]*::\)|#\1|' "$mnt/etc/inittab"
+
 # 2. The command channel (aq exec) and per-VM settings, both handed over by the host.
 install -d "$mnt/usr/libexec/aq"
 install -m 0755 /tmp/aq/agent-bootstrap.sh "$mnt/usr/libexec/aq/agent-bootstrap"
