@@ -35,9 +35,10 @@ def twins(installed, shared_vm):
         ]
         for name, proc in zip(CLONES, starts, strict=True):
             _, err = proc.communicate(timeout=900)
-            # The clone's console, kept in the message: the cleanup removes the clone.
-            console = transcript_tail(installed.path / "vms" / name / "console.log", 40)
-            assert proc.returncode == 0, (err, console)
+            # The clone's console, kept in the message (read only on a failure, before
+            # the cleanup removes the clone).
+            log = installed.path / "vms" / name / "console.log"
+            assert proc.returncode == 0, (err, transcript_tail(log, 40))
         yield CLONES
     finally:
         for name in CLONES:
